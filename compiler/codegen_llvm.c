@@ -1,0 +1,638 @@
+/* codegen_llvm.c: kernels -> one LLVM module (LLVM C API).
+ *
+ * Each loop kernel becomes `void k<N>(ptr bufs, i64 lo, i64 hi)`, a loop
+ * nest over its (merged) vars whose outermost var runs over [lo, hi), so the
+ * runtime thread pool can split it. The module's entry point
+ *   void matc_graph_run(ptr bufs)
+ * calls every kernel in order: loop kernels through matc_rt_parallel_for,
+ * extern kernels (GEMM...) directly. bufs[v] is value v's storage.
+ *
+ * Strides and extents are compile-time constants, so LLVM sees simple
+ * counted loops with constant strides and vectorizes the inner ones.
+ * Loop counters and accumulators live in allocas that SROA promotes. */
+#include "codegen.h"
+#include "../runtime/rt.h"
+
+#include <llvm-c/Core.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+  Graph *g;
+  LLVMContextRef cx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  LLVMTypeRef i1, i8, i16, i32, i64, f32, f64, ptr, vd;
+  LLVMTypeRef task_ty;                  /* void(ptr, i64, i64) */
+  LLVMTypeRef ext_ty;                   /* void(ptr, ptr) */
+  LLVMValueRef fn;                      /* function being built */
+  LLVMValueRef bufs;                    /* its bufs argument */
+  LLVMValueRef *base;                   /* per value: base pointer, or NULL */
+  LLVMValueRef var[KMAX_VARS];          /* allocas of the loop vars */
+  LLVMValueRef acc;                     /* value of the accumulator in post */
+  /* memo of emitted expressions within one emission of a body */
+  Expr **memo_e;
+  LLVMValueRef *memo_v;
+  int nmemo, capmemo;
+} CG;
+
+static LLVMTypeRef ty_of(CG *c, DType dt) {
+  switch (dt) {
+  case DT_F32: return c->f32;
+  case DT_F64: return c->f64;
+  case DT_I64: case DT_U64: return c->i64;
+  case DT_I32: case DT_U32: return c->i32;
+  case DT_I16: case DT_U16: return c->i16;
+  case DT_I8: case DT_U8: return c->i8;
+  case DT_BOOL: return c->i1;
+  default: MATC_ASSERT(0); return NULL;
+  }
+}
+
+/* In memory, bool is a byte. */
+static LLVMTypeRef mem_ty(CG *c, DType dt) { return dt == DT_BOOL ? c->i8 : ty_of(c, dt); }
+
+static LLVMValueRef ci64(CG *c, int64_t v) { return LLVMConstInt(c->i64, (unsigned long long)v, 1); }
+
+static LLVMValueRef intrinsic(CG *c, const char *name, LLVMTypeRef t, int nargs,
+                              LLVMValueRef *args) {
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  MATC_ASSERT(id != 0);
+  LLVMTypeRef ts[1] = {t};
+  LLVMValueRef f = LLVMGetIntrinsicDeclaration(c->mod, id, ts, 1);
+  LLVMTypeRef ft = LLVMIntrinsicGetType(c->cx, id, ts, 1);
+  return LLVMBuildCall2(c->b, ft, f, args, nargs, "");
+}
+
+/* A libm function, for what LLVM has no intrinsic for (tanh, erf...). */
+static LLVMValueRef libm(CG *c, const char *name, LLVMTypeRef t, int nargs, LLVMValueRef *args) {
+  char buf[32];
+  snprintf(buf, sizeof buf, "%s%s", name, t == c->f32 ? "f" : "");
+  LLVMTypeRef ps[2] = {t, t};
+  LLVMTypeRef ft = LLVMFunctionType(t, ps, nargs, 0);
+  LLVMValueRef f = LLVMGetNamedFunction(c->mod, buf);
+  if (!f) f = LLVMAddFunction(c->mod, buf, ft);
+  return LLVMBuildCall2(c->b, ft, f, args, nargs, "");
+}
+
+static LLVMValueRef fconst(CG *c, LLVMTypeRef t, double v) { return LLVMConstReal(t, v); }
+
+static LLVMValueRef emit(CG *c, Expr *e);
+
+static LLVMValueRef emit_index(CG *c, Expr *e) {
+  LLVMValueRef idx = ci64(c, e->off);
+  for (int v = 0; v < KMAX_VARS; v++) {
+    if (!e->stride[v]) continue;
+    MATC_ASSERT(c->var[v]);
+    LLVMValueRef x = LLVMBuildLoad2(c->b, c->i64, c->var[v], "");
+    idx = LLVMBuildAdd(c->b, idx, LLVMBuildMul(c->b, x, ci64(c, e->stride[v]), ""), "");
+  }
+  for (int d = 0; d < e->ndyn; d++) {
+    LLVMValueRef x = emit(c, e->dyn[d]);
+    idx = LLVMBuildAdd(c->b, idx, LLVMBuildMul(c->b, x, ci64(c, e->dstride[d]), ""), "");
+  }
+  return idx;
+}
+
+static LLVMValueRef emit_load(CG *c, Expr *e) {
+  LLVMValueRef base = c->base[e->val];
+  MATC_ASSERT(base);
+  DType dt = c->g->vals[e->val].dt;
+  LLVMTypeRef mt = mem_ty(c, dt);
+  LLVMValueRef p = LLVMBuildGEP2(c->b, mt, base, (LLVMValueRef[]){emit_index(c, e)}, 1, "");
+  LLVMValueRef x = LLVMBuildLoad2(c->b, mt, p, "");
+  if (dt == DT_BOOL) x = LLVMBuildICmp(c->b, LLVMIntNE, x, LLVMConstInt(c->i8, 0, 0), "");
+  return x;
+}
+
+static LLVMValueRef emit_un(CG *c, Expr *e) {
+  LLVMValueRef x = emit(c, e->a);
+  DType dt = e->a->dt;
+  LLVMTypeRef t = ty_of(c, dt);
+  LLVMValueRef args[2] = {x, NULL};
+  if (dt_is_float(dt)) {
+    switch (e->op) {
+    case U_NEG: return LLVMBuildFNeg(c->b, x, "");
+    case U_ABS: return intrinsic(c, "llvm.fabs", t, 1, args);
+    case U_EXP: return intrinsic(c, "llvm.exp", t, 1, args);
+    case U_LOG: return intrinsic(c, "llvm.log", t, 1, args);
+    case U_SQRT: return intrinsic(c, "llvm.sqrt", t, 1, args);
+    case U_RECIP: return LLVMBuildFDiv(c->b, fconst(c, t, 1.0), x, "");
+    case U_TANH: return libm(c, "tanh", t, 1, args);
+    case U_ERF: return libm(c, "erf", t, 1, args);
+    case U_SIGMOID: {
+      LLVMValueRef n = LLVMBuildFNeg(c->b, x, "");
+      LLVMValueRef ex = intrinsic(c, "llvm.exp", t, 1, &n);
+      return LLVMBuildFDiv(c->b, fconst(c, t, 1.0), LLVMBuildFAdd(c->b, fconst(c, t, 1.0), ex, ""), "");
+    }
+    case U_SIN: return intrinsic(c, "llvm.sin", t, 1, args);
+    case U_COS: return intrinsic(c, "llvm.cos", t, 1, args);
+    case U_TAN: return libm(c, "tan", t, 1, args);
+    case U_ASIN: return libm(c, "asin", t, 1, args);
+    case U_ACOS: return libm(c, "acos", t, 1, args);
+    case U_ATAN: return libm(c, "atan", t, 1, args);
+    case U_SINH: return libm(c, "sinh", t, 1, args);
+    case U_COSH: return libm(c, "cosh", t, 1, args);
+    case U_ASINH: return libm(c, "asinh", t, 1, args);
+    case U_ACOSH: return libm(c, "acosh", t, 1, args);
+    case U_ATANH: return libm(c, "atanh", t, 1, args);
+    case U_FLOOR: return intrinsic(c, "llvm.floor", t, 1, args);
+    case U_CEIL: return intrinsic(c, "llvm.ceil", t, 1, args);
+    case U_ROUND: return intrinsic(c, "llvm.roundeven", t, 1, args);
+    case U_SIGN: {
+      LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, x, fconst(c, t, 0), "");
+      LLVMValueRef neg = LLVMBuildFCmp(c->b, LLVMRealOLT, x, fconst(c, t, 0), "");
+      return LLVMBuildSelect(c->b, pos, fconst(c, t, 1),
+                             LLVMBuildSelect(c->b, neg, fconst(c, t, -1), fconst(c, t, 0), ""), "");
+    }
+    case U_SOFTPLUS: {
+      /* log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), stable for any x */
+      LLVMValueRef ax = intrinsic(c, "llvm.fabs", t, 1, args);
+      LLVMValueRef n = LLVMBuildFNeg(c->b, ax, "");
+      LLVMValueRef ex = intrinsic(c, "llvm.exp", t, 1, &n);
+      LLVMValueRef lp = libm(c, "log1p", t, 1, &ex);
+      LLVMValueRef mx[2] = {x, fconst(c, t, 0)};
+      return LLVMBuildFAdd(c->b, intrinsic(c, "llvm.maxnum", t, 2, mx), lp, "");
+    }
+    case U_ISNAN: return LLVMBuildFCmp(c->b, LLVMRealUNO, x, x, "");
+    case U_ISINF: {
+      LLVMValueRef ax = intrinsic(c, "llvm.fabs", t, 1, args);
+      return LLVMBuildFCmp(c->b, LLVMRealOEQ, ax, fconst(c, t, 1.0 / 0.0), "");
+    }
+    case U_ISPOSINF: return LLVMBuildFCmp(c->b, LLVMRealOEQ, x, fconst(c, t, 1.0 / 0.0), "");
+    case U_ISNEGINF: return LLVMBuildFCmp(c->b, LLVMRealOEQ, x, fconst(c, t, -1.0 / 0.0), "");
+    default: MATC_ASSERT(0);
+    }
+  }
+  LLVMValueRef zero = LLVMConstInt(t, 0, 0);
+  switch (e->op) {
+  case U_NEG: return LLVMBuildNeg(c->b, x, "");
+  case U_ABS:
+    if (!dt_is_signed(dt)) return x;
+    return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, x, zero, ""),
+                           LLVMBuildNeg(c->b, x, ""), x, "");
+  case U_SIGN: {
+    LLVMValueRef one = LLVMConstInt(t, 1, 0);
+    LLVMValueRef pos = LLVMBuildICmp(c->b, dt_is_signed(dt) ? LLVMIntSGT : LLVMIntUGT, x, zero, "");
+    if (!dt_is_signed(dt)) return LLVMBuildSelect(c->b, pos, one, zero, "");
+    LLVMValueRef neg = LLVMBuildICmp(c->b, LLVMIntSLT, x, zero, "");
+    return LLVMBuildSelect(c->b, pos, one,
+                           LLVMBuildSelect(c->b, neg, LLVMConstInt(t, (unsigned long long)-1, 1), zero, ""), "");
+  }
+  case U_NOT: case U_BITNOT: return LLVMBuildNot(c->b, x, "");
+  case U_ISNAN: case U_ISINF: case U_ISPOSINF: case U_ISNEGINF: return LLVMConstInt(c->i1, 0, 0);
+  default: MATC_ASSERT(0);
+  }
+  return NULL;
+}
+
+static LLVMValueRef emit_bin(CG *c, Expr *e) {
+  LLVMValueRef x = emit(c, e->a), y = emit(c, e->b);
+  DType dt = e->a->dt;
+  LLVMTypeRef t = ty_of(c, dt);
+  LLVMValueRef args[2] = {x, y};
+  if (dt_is_float(dt)) {
+    switch (e->op) {
+    case B_ADD: return LLVMBuildFAdd(c->b, x, y, "");
+    case B_SUB: return LLVMBuildFSub(c->b, x, y, "");
+    case B_MUL: return LLVMBuildFMul(c->b, x, y, "");
+    case B_DIV: return LLVMBuildFDiv(c->b, x, y, "");
+    case B_MAX: return intrinsic(c, "llvm.maximum", t, 2, args);
+    case B_MIN: return intrinsic(c, "llvm.minimum", t, 2, args);
+    case B_POW: return intrinsic(c, "llvm.pow", t, 2, args);
+    case B_FMOD: return LLVMBuildFRem(c->b, x, y, "");
+    case B_EQ: return LLVMBuildFCmp(c->b, LLVMRealOEQ, x, y, "");
+    case B_NE: return LLVMBuildFCmp(c->b, LLVMRealUNE, x, y, "");
+    case B_LT: return LLVMBuildFCmp(c->b, LLVMRealOLT, x, y, "");
+    case B_LE: return LLVMBuildFCmp(c->b, LLVMRealOLE, x, y, "");
+    case B_GT: return LLVMBuildFCmp(c->b, LLVMRealOGT, x, y, "");
+    case B_GE: return LLVMBuildFCmp(c->b, LLVMRealOGE, x, y, "");
+    default: MATC_ASSERT(0);
+    }
+  }
+  int s = dt_is_signed(dt);
+  LLVMValueRef zero = LLVMConstInt(t, 0, 0), one = LLVMConstInt(t, 1, 0);
+  switch (e->op) {
+  case B_ADD: return LLVMBuildAdd(c->b, x, y, "");
+  case B_SUB: return LLVMBuildSub(c->b, x, y, "");
+  case B_MUL: return LLVMBuildMul(c->b, x, y, "");
+  case B_DIV: case B_FMOD: case B_IMOD: {
+    /* Division by zero traps on x86; ONNX leaves it undefined, matc gives 0. */
+    LLVMValueRef isz = LLVMBuildICmp(c->b, LLVMIntEQ, y, zero, "");
+    LLVMValueRef d = LLVMBuildSelect(c->b, isz, one, y, "");
+    LLVMValueRef r;
+    if (e->op == B_DIV) r = s ? LLVMBuildSDiv(c->b, x, d, "") : LLVMBuildUDiv(c->b, x, d, "");
+    else r = s ? LLVMBuildSRem(c->b, x, d, "") : LLVMBuildURem(c->b, x, d, "");
+    if (e->op == B_IMOD && s) {
+      /* Python-style: the remainder takes the divisor's sign. */
+      LLVMValueRef nz = LLVMBuildICmp(c->b, LLVMIntNE, r, zero, "");
+      LLVMValueRef rs = LLVMBuildICmp(c->b, LLVMIntSLT, r, zero, "");
+      LLVMValueRef ds = LLVMBuildICmp(c->b, LLVMIntSLT, d, zero, "");
+      LLVMValueRef fix = LLVMBuildAnd(c->b, nz, LLVMBuildXor(c->b, rs, ds, ""), "");
+      r = LLVMBuildSelect(c->b, fix, LLVMBuildAdd(c->b, r, d, ""), r, "");
+    }
+    return LLVMBuildSelect(c->b, isz, zero, r, "");
+  }
+  case B_MAX: return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, s ? LLVMIntSGT : LLVMIntUGT, x, y, ""), x, y, "");
+  case B_MIN: return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, s ? LLVMIntSLT : LLVMIntULT, x, y, ""), x, y, "");
+  case B_POW: {
+    LLVMValueRef fx = s ? LLVMBuildSIToFP(c->b, x, c->f64, "") : LLVMBuildUIToFP(c->b, x, c->f64, "");
+    LLVMValueRef fy = s ? LLVMBuildSIToFP(c->b, y, c->f64, "") : LLVMBuildUIToFP(c->b, y, c->f64, "");
+    LLVMValueRef pa[2] = {fx, fy};
+    LLVMValueRef p = intrinsic(c, "llvm.pow", c->f64, 2, pa);
+    return s ? LLVMBuildFPToSI(c->b, p, t, "") : LLVMBuildFPToUI(c->b, p, t, "");
+  }
+  case B_AND: case B_BITAND: return LLVMBuildAnd(c->b, x, y, "");
+  case B_OR: case B_BITOR: return LLVMBuildOr(c->b, x, y, "");
+  case B_XOR: case B_BITXOR: return LLVMBuildXor(c->b, x, y, "");
+  case B_SHL: case B_SHR: {
+    unsigned bits = LLVMGetIntTypeWidth(t);
+    LLVMValueRef big = LLVMBuildICmp(c->b, LLVMIntUGE, y, LLVMConstInt(t, bits, 0), "");
+    LLVMValueRef sy = LLVMBuildSelect(c->b, big, zero, y, "");
+    LLVMValueRef r = e->op == B_SHL ? LLVMBuildShl(c->b, x, sy, "") : LLVMBuildLShr(c->b, x, sy, "");
+    return LLVMBuildSelect(c->b, big, zero, r, "");
+  }
+  case B_EQ: return LLVMBuildICmp(c->b, LLVMIntEQ, x, y, "");
+  case B_NE: return LLVMBuildICmp(c->b, LLVMIntNE, x, y, "");
+  case B_LT: return LLVMBuildICmp(c->b, s ? LLVMIntSLT : LLVMIntULT, x, y, "");
+  case B_LE: return LLVMBuildICmp(c->b, s ? LLVMIntSLE : LLVMIntULE, x, y, "");
+  case B_GT: return LLVMBuildICmp(c->b, s ? LLVMIntSGT : LLVMIntUGT, x, y, "");
+  case B_GE: return LLVMBuildICmp(c->b, s ? LLVMIntSGE : LLVMIntUGE, x, y, "");
+  default: MATC_ASSERT(0);
+  }
+  return NULL;
+}
+
+static LLVMValueRef emit_cast(CG *c, DType to, DType from, LLVMValueRef x) {
+  if (to == from) return x;
+  LLVMTypeRef tt = ty_of(c, to);
+  if (to == DT_BOOL) {
+    if (dt_is_float(from)) return LLVMBuildFCmp(c->b, LLVMRealUNE, x, fconst(c, ty_of(c, from), 0), "");
+    return LLVMBuildICmp(c->b, LLVMIntNE, x, LLVMConstInt(ty_of(c, from), 0, 0), "");
+  }
+  if (dt_is_float(to)) {
+    if (dt_is_float(from)) return LLVMBuildFPCast(c->b, x, tt, "");
+    if (dt_is_signed(from)) return LLVMBuildSIToFP(c->b, x, tt, "");
+    return LLVMBuildUIToFP(c->b, x, tt, "");
+  }
+  if (dt_is_float(from)) {
+    /* fptosi of NaN or an out-of-range value is poison; the saturating
+     * intrinsics give a defined answer (NaN -> 0). */
+    LLVMTypeRef ts[2] = {tt, ty_of(c, from)};
+    const char *nm = dt_is_signed(to) ? "llvm.fptosi.sat" : "llvm.fptoui.sat";
+    unsigned id = LLVMLookupIntrinsicID(nm, strlen(nm));
+    LLVMValueRef f = LLVMGetIntrinsicDeclaration(c->mod, id, ts, 2);
+    LLVMTypeRef ft = LLVMIntrinsicGetType(c->cx, id, ts, 2);
+    if (!dt_is_signed(to) && to != DT_BOOL) {
+      /* ONNX (and numpy) cast negative floats to unsigned by wrapping. */
+      LLVMTypeRef ts2[2] = {tt, ty_of(c, from)};
+      unsigned id2 = LLVMLookupIntrinsicID("llvm.fptosi.sat", 15);
+      LLVMValueRef f2 = LLVMGetIntrinsicDeclaration(c->mod, id2, ts2, 2);
+      return LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->cx, id2, ts2, 2), f2, &x, 1, "");
+    }
+    return LLVMBuildCall2(c->b, ft, f, &x, 1, "");
+  }
+  unsigned wt = LLVMGetIntTypeWidth(tt), wf = LLVMGetIntTypeWidth(ty_of(c, from));
+  if (wt == wf) return x;
+  if (wt < wf) return LLVMBuildTrunc(c->b, x, tt, "");
+  return (dt_is_signed(from)) ? LLVMBuildSExt(c->b, x, tt, "") : LLVMBuildZExt(c->b, x, tt, "");
+}
+
+static LLVMValueRef emit(CG *c, Expr *e) {
+  for (int i = 0; i < c->nmemo; i++)
+    if (c->memo_e[i] == e) return c->memo_v[i];
+  LLVMValueRef r = NULL;
+  switch (e->kind) {
+  case EX_CONST:
+    if (dt_is_float(e->dt)) r = fconst(c, ty_of(c, e->dt), e->f);
+    else r = LLVMConstInt(ty_of(c, e->dt), (unsigned long long)e->i, dt_is_signed(e->dt));
+    break;
+  case EX_INDEX:
+    r = LLVMBuildLoad2(c->b, c->i64, c->var[e->var], "");
+    break;
+  case EX_ACC: r = c->acc; break;
+  case EX_LOAD: r = emit_load(c, e); break;
+  case EX_UN: r = emit_un(c, e); break;
+  case EX_BIN: r = emit_bin(c, e); break;
+  case EX_SEL: {
+    LLVMValueRef cond = emit(c, e->c);
+    LLVMValueRef a = emit(c, e->a), b = emit(c, e->b);
+    r = LLVMBuildSelect(c->b, cond, a, b, "");
+    break;
+  }
+  case EX_CAST: r = emit_cast(c, e->dt, e->a->dt, emit(c, e->a)); break;
+  }
+  if (c->nmemo == c->capmemo) {
+    c->capmemo = c->capmemo ? c->capmemo * 2 : 64;
+    c->memo_e = realloc(c->memo_e, sizeof(Expr *) * c->capmemo);
+    c->memo_v = realloc(c->memo_v, sizeof(LLVMValueRef) * c->capmemo);
+  }
+  c->memo_e[c->nmemo] = e;
+  c->memo_v[c->nmemo] = r;
+  c->nmemo++;
+  return r;
+}
+
+/* ---------------------------------------------------------------- loops */
+
+typedef struct {
+  LLVMBasicBlockRef header, body, exit;
+  LLVMValueRef var;
+  LLVMValueRef end;
+} Loop;
+
+/* for (*var = start; *var < end; ++*var) { ...caller emits body... } */
+static void loop_begin(CG *c, Loop *l, LLVMValueRef var, LLVMValueRef start, LLVMValueRef end) {
+  l->var = var;
+  l->end = end;
+  l->header = LLVMAppendBasicBlockInContext(c->cx, c->fn, "loop");
+  l->body = LLVMAppendBasicBlockInContext(c->cx, c->fn, "body");
+  l->exit = LLVMAppendBasicBlockInContext(c->cx, c->fn, "exit");
+  LLVMBuildStore(c->b, start, var);
+  LLVMBuildBr(c->b, l->header);
+  LLVMPositionBuilderAtEnd(c->b, l->header);
+  LLVMValueRef i = LLVMBuildLoad2(c->b, c->i64, var, "");
+  LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, i, end, ""), l->body, l->exit);
+  LLVMPositionBuilderAtEnd(c->b, l->body);
+}
+
+static void loop_end(CG *c, Loop *l) {
+  LLVMValueRef i = LLVMBuildLoad2(c->b, c->i64, l->var, "");
+  LLVMBuildStore(c->b, LLVMBuildAdd(c->b, i, ci64(c, 1), ""), l->var);
+  LLVMBuildBr(c->b, l->header);
+  LLVMPositionBuilderAtEnd(c->b, l->exit);
+}
+
+static LLVMValueRef entry_alloca(CG *c, LLVMTypeRef t) {
+  LLVMBasicBlockRef cur = LLVMGetInsertBlock(c->b);
+  LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(c->fn);
+  LLVMValueRef first = LLVMGetFirstInstruction(entry);
+  if (first) LLVMPositionBuilderBefore(c->b, first);
+  else LLVMPositionBuilderAtEnd(c->b, entry);
+  LLVMValueRef a = LLVMBuildAlloca(c->b, t, "");
+  LLVMPositionBuilderAtEnd(c->b, cur);
+  return a;
+}
+
+static void collect_vals(Expr *e, char *used) {
+  if (!e) return;
+  if (e->kind == EX_LOAD) {
+    used[e->val] = 1;
+    for (int d = 0; d < e->ndyn; d++) collect_vals(e->dyn[d], used);
+  }
+  collect_vals(e->a, used);
+  collect_vals(e->b, used);
+  collect_vals(e->c, used);
+}
+
+static LLVMValueRef red_init(CG *c, ReduceKind red, DType dt) {
+  LLVMTypeRef t = ty_of(c, dt);
+  int f = dt_is_float(dt), s = dt_is_signed(dt);
+  unsigned bits = f ? 0 : LLVMGetIntTypeWidth(t);
+  switch (red) {
+  case R_SUM: return f ? fconst(c, t, 0) : LLVMConstInt(t, 0, 0);
+  case R_PROD: return f ? fconst(c, t, 1) : LLVMConstInt(t, 1, 0);
+  case R_MAX: case R_ARGMAX:
+    if (f) return fconst(c, t, -1.0 / 0.0);
+    return s ? LLVMConstInt(t, 1ull << (bits - 1), 0) : LLVMConstInt(t, 0, 0);
+  case R_MIN: case R_ARGMIN:
+    if (f) return fconst(c, t, 1.0 / 0.0);
+    return s ? LLVMConstInt(t, (1ull << (bits - 1)) - 1, 0) : LLVMConstAllOnes(t);
+  default: MATC_ASSERT(0);
+  }
+  return NULL;
+}
+
+static void set_reassoc(LLVMValueRef inst) {
+  if (LLVMCanValueUseFastMathFlags(inst))
+    LLVMSetFastMathFlags(inst, LLVMFastMathAllowReassoc | LLVMFastMathNoSignedZeros);
+}
+
+static LLVMValueRef combine(CG *c, ReduceKind red, DType dt, LLVMValueRef acc, LLVMValueRef x) {
+  int f = dt_is_float(dt), s = dt_is_signed(dt);
+  LLVMValueRef r;
+  switch (red) {
+  case R_SUM:
+    r = f ? LLVMBuildFAdd(c->b, acc, x, "") : LLVMBuildAdd(c->b, acc, x, "");
+    if (f) set_reassoc(r);
+    return r;
+  case R_PROD:
+    r = f ? LLVMBuildFMul(c->b, acc, x, "") : LLVMBuildMul(c->b, acc, x, "");
+    if (f) set_reassoc(r);
+    return r;
+  case R_MAX: {
+    if (f) {
+      LLVMValueRef a[2] = {acc, x};
+      return intrinsic(c, "llvm.maximum", ty_of(c, dt), 2, a);
+    }
+    return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, s ? LLVMIntSGT : LLVMIntUGT, x, acc, ""), x, acc, "");
+  }
+  case R_MIN: {
+    if (f) {
+      LLVMValueRef a[2] = {acc, x};
+      return intrinsic(c, "llvm.minimum", ty_of(c, dt), 2, a);
+    }
+    return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, s ? LLVMIntSLT : LLVMIntULT, x, acc, ""), x, acc, "");
+  }
+  default: MATC_ASSERT(0);
+  }
+  return NULL;
+}
+
+static void emit_loop_kernel(CG *c, Kernel *k, int idx) {
+  Graph *g = c->g;
+  char name[32];
+  snprintf(name, sizeof name, "k%d", idx);
+  c->fn = LLVMAddFunction(c->mod, name, c->task_ty);
+  LLVMSetLinkage(c->fn, LLVMInternalLinkage);
+  c->bufs = LLVMGetParam(c->fn, 0);
+  LLVMValueRef lo = LLVMGetParam(c->fn, 1), hi = LLVMGetParam(c->fn, 2);
+  LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->cx, c->fn, "entry");
+  LLVMPositionBuilderAtEnd(c->b, entry);
+
+  /* Base pointers of every value the kernel touches, loaded once. */
+  char *used = calloc(g->nvals, 1);
+  collect_vals(k->body, used);
+  collect_vals(k->post, used);
+  used[k->out] = 1;
+  memset(c->base, 0, sizeof(LLVMValueRef) * g->nvals);
+  for (int v = 0; v < g->nvals; v++) {
+    if (!used[v]) continue;
+    LLVMValueRef slot = LLVMBuildGEP2(c->b, c->ptr, c->bufs, (LLVMValueRef[]){ci64(c, v)}, 1, "");
+    c->base[v] = LLVMBuildLoad2(c->b, c->ptr, slot, g->vals[v].name);
+  }
+  free(used);
+  memset(c->var, 0, sizeof c->var);
+  int nall = k->nvar + k->nred;
+  for (int v = 0; v < nall; v++) c->var[v] = LLVMBuildAlloca(c->b, c->i64, "");
+
+  Loop loops[KMAX_VARS];
+  for (int v = 0; v < k->nvar; v++)
+    loop_begin(c, &loops[v], c->var[v], v == 0 ? lo : ci64(c, 0), v == 0 ? hi : ci64(c, k->ext[v]));
+  if (k->nvar == 0) {
+    /* A scalar kernel: run once, by whoever gets iteration 0. */
+    LLVMBasicBlockRef run = LLVMAppendBasicBlockInContext(c->cx, c->fn, "run");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(c->cx, c->fn, "done");
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, lo, hi, ""), run, done);
+    LLVMPositionBuilderAtEnd(c->b, run);
+    loops[0].exit = done;
+  }
+
+  /* The output index depends only on the outer vars. */
+  Expr store = {0};
+  store.kind = EX_LOAD;
+  store.off = k->out_off;
+  for (int v = 0; v < k->nvar; v++) store.stride[v] = k->out_stride[v];
+  c->nmemo = 0;
+  LLVMValueRef oidx = emit_index(c, &store);
+  LLVMValueRef val;
+  DType bdt = k->body->dt;
+  if (k->red == R_NONE) {
+    val = emit(c, k->body);
+  } else {
+    LLVMValueRef acc = entry_alloca(c, ty_of(c, bdt));
+    LLVMValueRef best = NULL, cnt = NULL;
+    LLVMBuildStore(c->b, red_init(c, k->red, bdt), acc);
+    int arg = k->red == R_ARGMAX || k->red == R_ARGMIN;
+    if (arg) {
+      best = entry_alloca(c, c->i64);
+      cnt = entry_alloca(c, c->i64);
+      LLVMBuildStore(c->b, ci64(c, -1), best);
+      LLVMBuildStore(c->b, ci64(c, 0), cnt);
+    }
+    Loop rl[KMAX_VARS];
+    for (int v = k->nvar; v < nall; v++) loop_begin(c, &rl[v], c->var[v], ci64(c, 0), ci64(c, k->ext[v]));
+    c->nmemo = 0;
+    LLVMValueRef x = emit(c, k->body);
+    LLVMValueRef a = LLVMBuildLoad2(c->b, ty_of(c, bdt), acc, "");
+    if (arg) {
+      /* First index wins ties; NaN is never "better". */
+      LLVMValueRef better;
+      int f = dt_is_float(bdt), s = dt_is_signed(bdt);
+      if (k->red == R_ARGMAX)
+        better = f ? LLVMBuildFCmp(c->b, LLVMRealOGT, x, a, "")
+                   : LLVMBuildICmp(c->b, s ? LLVMIntSGT : LLVMIntUGT, x, a, "");
+      else
+        better = f ? LLVMBuildFCmp(c->b, LLVMRealOLT, x, a, "")
+                   : LLVMBuildICmp(c->b, s ? LLVMIntSLT : LLVMIntULT, x, a, "");
+      LLVMValueRef bi = LLVMBuildLoad2(c->b, c->i64, best, "");
+      better = LLVMBuildOr(c->b, better, LLVMBuildICmp(c->b, LLVMIntSLT, bi, ci64(c, 0), ""), "");
+      LLVMValueRef q = LLVMBuildLoad2(c->b, c->i64, cnt, "");
+      LLVMBuildStore(c->b, LLVMBuildSelect(c->b, better, x, a, ""), acc);
+      LLVMBuildStore(c->b, LLVMBuildSelect(c->b, better, q, bi, ""), best);
+      LLVMBuildStore(c->b, LLVMBuildAdd(c->b, q, ci64(c, 1), ""), cnt);
+    } else {
+      LLVMBuildStore(c->b, combine(c, k->red, bdt, a, x), acc);
+    }
+    for (int v = nall - 1; v >= k->nvar; v--) loop_end(c, &rl[v]);
+    if (arg) {
+      LLVMValueRef bi = LLVMBuildLoad2(c->b, c->i64, best, "");
+      c->acc = bi;
+    } else {
+      c->acc = LLVMBuildLoad2(c->b, ty_of(c, bdt), acc, "");
+    }
+    c->nmemo = 0;
+    val = k->post ? emit(c, k->post) : c->acc;
+  }
+  DType vdt = bdt;
+  if (k->red != R_NONE && k->post) vdt = k->post->dt;
+  else if (k->red == R_ARGMAX || k->red == R_ARGMIN) vdt = DT_I64;
+  val = emit_cast(c, k->out_dt, vdt, val);
+  if (k->out_dt == DT_BOOL) val = LLVMBuildZExt(c->b, val, c->i8, "");
+  LLVMTypeRef mt = mem_ty(c, k->out_dt);
+  LLVMValueRef p = LLVMBuildGEP2(c->b, mt, c->base[k->out], &oidx, 1, "");
+  LLVMBuildStore(c->b, val, p);
+  if (k->nvar == 0) {
+    LLVMBuildBr(c->b, loops[0].exit);
+    LLVMPositionBuilderAtEnd(c->b, loops[0].exit);
+  }
+  for (int v = k->nvar - 1; v >= 0; v--) loop_end(c, &loops[v]);
+  LLVMBuildRetVoid(c->b);
+}
+
+static LLVMValueRef declare(CG *c, const char *name, LLVMTypeRef ft) {
+  LLVMValueRef f = LLVMGetNamedFunction(c->mod, name);
+  return f ? f : LLVMAddFunction(c->mod, name, ft);
+}
+
+static const char *extern_names[] = {
+#define X(n, fn) #fn,
+    MATC_EXTERNS(X)
+#undef X
+};
+
+static int64_t kernel_cost(Kernel *k) {
+  int64_t c = 1;
+  for (int v = 1; v < k->nvar + k->nred; v++) c *= k->ext[v];
+  return c;
+}
+
+int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *entry) {
+  CG c = {0};
+  c.g = g;
+  c.cx = cx;
+  c.mod = mod;
+  c.b = LLVMCreateBuilderInContext(cx);
+  c.i1 = LLVMInt1TypeInContext(cx);
+  c.i8 = LLVMInt8TypeInContext(cx);
+  c.i16 = LLVMInt16TypeInContext(cx);
+  c.i32 = LLVMInt32TypeInContext(cx);
+  c.i64 = LLVMInt64TypeInContext(cx);
+  c.f32 = LLVMFloatTypeInContext(cx);
+  c.f64 = LLVMDoubleTypeInContext(cx);
+  c.ptr = LLVMPointerTypeInContext(cx, 0);
+  c.vd = LLVMVoidTypeInContext(cx);
+  c.task_ty = LLVMFunctionType(c.vd, (LLVMTypeRef[]){c.ptr, c.i64, c.i64}, 3, 0);
+  c.ext_ty = LLVMFunctionType(c.vd, (LLVMTypeRef[]){c.ptr, c.ptr}, 2, 0);
+  c.base = calloc(g->nvals, sizeof(LLVMValueRef));
+
+  LLVMValueRef *kfn = calloc(g->nkernels + 1, sizeof(LLVMValueRef));
+  for (int i = 0; i < g->nkernels; i++) {
+    if (g->kernels[i].kind != K_LOOP) continue;
+    emit_loop_kernel(&c, &g->kernels[i], i);
+    kfn[i] = c.fn;
+  }
+
+  LLVMTypeRef main_ty = LLVMFunctionType(c.vd, (LLVMTypeRef[]){c.ptr}, 1, 0);
+  LLVMValueRef mainf = LLVMAddFunction(mod, entry, main_ty);
+  c.fn = mainf;
+  LLVMValueRef bufs = LLVMGetParam(mainf, 0);
+  LLVMPositionBuilderAtEnd(c.b, LLVMAppendBasicBlockInContext(cx, mainf, "entry"));
+  LLVMTypeRef pf_ty = LLVMFunctionType(c.vd, (LLVMTypeRef[]){c.ptr, c.ptr, c.i64, c.i64}, 4, 0);
+  LLVMValueRef pf = declare(&c, "matc_rt_parallel_for", pf_ty);
+  LLVMValueRef argv = LLVMBuildAlloca(c.b, LLVMArrayType(c.ptr, KMAX_EXT_ARGS), "argv");
+  for (int i = 0; i < g->nkernels; i++) {
+    Kernel *k = &g->kernels[i];
+    if (k->kind == K_LOOP) {
+      int64_t n = k->nvar ? k->ext[0] : 1;
+      LLVMValueRef args[4] = {kfn[i], bufs, ci64(&c, n), ci64(&c, kernel_cost(k))};
+      LLVMBuildCall2(c.b, pf_ty, pf, args, 4, "");
+      continue;
+    }
+    for (int j = 0; j < k->nargs; j++) {
+      LLVMValueRef slot = LLVMBuildGEP2(c.b, c.ptr, bufs, (LLVMValueRef[]){ci64(&c, k->args[j])}, 1, "");
+      LLVMValueRef p = LLVMBuildLoad2(c.b, c.ptr, slot, "");
+      p = LLVMBuildGEP2(c.b, c.i8, p,
+                        (LLVMValueRef[]){ci64(&c, k->argoff[j] * dt_size(g->vals[k->args[j]].dt))}, 1, "");
+      LLVMValueRef dst = LLVMBuildGEP2(c.b, c.ptr, argv, (LLVMValueRef[]){ci64(&c, j)}, 1, "");
+      LLVMBuildStore(c.b, p, dst);
+    }
+    LLVMValueRef *pv = malloc(sizeof(LLVMValueRef) * (k->np + 1));
+    for (int j = 0; j < k->np; j++) pv[j] = ci64(&c, k->p[j]);
+    LLVMValueRef arr = LLVMConstArray2(c.i64, pv, k->np);
+    free(pv);
+    LLVMValueRef gv = LLVMAddGlobal(mod, LLVMTypeOf(arr), "");
+    LLVMSetInitializer(gv, arr);
+    LLVMSetGlobalConstant(gv, 1);
+    LLVMSetLinkage(gv, LLVMPrivateLinkage);
+    LLVMValueRef f = declare(&c, extern_names[k->ext_fn], c.ext_ty);
+    LLVMBuildCall2(c.b, c.ext_ty, f, (LLVMValueRef[]){argv, gv}, 2, "");
+  }
+  LLVMBuildRetVoid(c.b);
+  free(kfn);
+  free(c.base);
+  free(c.memo_e);
+  free(c.memo_v);
+  LLVMDisposeBuilder(c.b);
+  return MATC_OK;
+}

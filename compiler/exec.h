@@ -1,0 +1,20 @@
+/* exec.h: a compiled, runnable graph. */
+#ifndef MATC_EXEC_H
+#define MATC_EXEC_H
+
+#include "codegen.h"
+
+typedef struct {
+  Graph *g;
+  Jit *jit;
+  MatcEntryFn entry;
+  void **bufs;      /* storage of every value, by value id */
+  void **owned;     /* what exec_free releases */
+} Exec;
+
+/* Runs the back-end passes, allocates storage and JIT-compiles. */
+int exec_new(Graph *g, Exec **out);
+void exec_run(Exec *x);
+void exec_free(Exec *x);
+
+#endif

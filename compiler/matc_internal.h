@@ -1,0 +1,366 @@
+/* matc_internal.h: the compiler's one internal header, in sections.
+ *
+ *   1. utilities: arena, diagnostics
+ *   2. data types
+ *   3. graph IR: values, nodes, attributes, the graph
+ *   4. op table (ops.def, an X-macro)
+ *   5. kernel IR: the loop nests every op lowers to
+ *   6. passes and drivers
+ *
+ * Data flows one way: ONNX file -> Graph (import) -> shapes + constant
+ * folding -> kernels (lower) -> fused kernels -> LLVM (codegen) -> JIT.
+ */
+#ifndef MATC_INTERNAL_H
+#define MATC_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ---------------------------------------------------------------- 1. utilities */
+
+typedef struct Arena Arena;
+Arena *arena_new(void);
+void arena_free(Arena *a);
+void *arena_alloc(Arena *a, size_t n);          /* zeroed, 16-byte aligned */
+char *arena_strdup(Arena *a, const char *s);
+
+/* Broken internal invariant: dies loudly with file:line. Never for bad input. */
+#define MATC_ASSERT(c) \
+  do { if (!(c)) matc_die(__FILE__, __LINE__, #c); } while (0)
+void matc_die(const char *file, int line, const char *what);
+
+/* Library code returns a status; only tools/matc.c exits. */
+enum { MATC_OK = 0, MATC_ERR = 1, MATC_UNSUPPORTED = 2 };
+
+/* ---------------------------------------------------------------- 2. data types */
+
+/* Values are the ONNX TensorProto.DataType codes. */
+typedef enum {
+  DT_UNDEF = 0, DT_F32 = 1, DT_U8 = 2, DT_I8 = 3, DT_U16 = 4, DT_I16 = 5,
+  DT_I32 = 6, DT_I64 = 7, DT_STRING = 8, DT_BOOL = 9, DT_F16 = 10,
+  DT_F64 = 11, DT_U32 = 12, DT_U64 = 13, DT_BF16 = 16
+} DType;
+
+int dt_size(DType t);            /* bytes per element, 0 if unsupported */
+int dt_supported(DType t);       /* can matc compute with it? */
+int dt_is_float(DType t);
+int dt_is_signed(DType t);       /* signed integer */
+const char *dt_name(DType t);
+
+/* ---------------------------------------------------------------- 3. graph IR */
+
+#define MATC_MAX_RANK 8
+
+/* A dense tensor constant: initializers, Constant values, folded results. */
+typedef struct {
+  DType dt;
+  int rank;
+  int64_t dims[MATC_MAX_RANK];
+  void *data;                    /* nelem * dt_size(dt) bytes, row-major */
+} Tensor;
+
+int64_t tensor_nelem(const Tensor *t);
+double tensor_get_f(const Tensor *t, int64_t i);     /* element as double */
+int64_t tensor_get_i(const Tensor *t, int64_t i);    /* element as integer */
+
+typedef enum {
+  A_UNDEF = 0, A_FLOAT = 1, A_INT = 2, A_STRING = 3, A_TENSOR = 4,
+  A_GRAPH = 5, A_FLOATS = 6, A_INTS = 7, A_STRINGS = 8, A_TENSORS = 9,
+  A_GRAPHS = 10, A_SPARSE = 11, A_SPARSES = 12, A_TYPE = 13, A_TYPES = 14
+} AttrType;                      /* ONNX AttributeProto.AttributeType codes */
+
+typedef struct {
+  const char *name;
+  AttrType type;
+  float f;
+  int64_t i;
+  const char *s;
+  Tensor *t;
+  int n;                         /* count of ints/floats/strings */
+  int64_t *ints;
+  float *floats;
+  const char **strings;
+} Attr;
+
+typedef enum {
+  V_ACT = 0,       /* computed by a node at run time */
+  V_INPUT,         /* graph input: fed by the caller */
+  V_PARAM,         /* initializer: a trainable parameter or fixed weight */
+  V_CONST,         /* compile-time constant (Constant node, folded value) */
+} ValueKind;
+
+typedef struct {
+  const char *name;
+  ValueKind kind;
+  DType dt;
+  int rank;                      /* -1 until shape inference */
+  int64_t dims[MATC_MAX_RANK];
+  Tensor *data;                  /* PARAM/CONST value; bound INPUT value */
+  int producer;                  /* node index, -1 if none */
+  int nuses;
+  int is_output;
+  /* A view (Reshape, Identity, Squeeze...) shares the storage of another
+   * value; codegen and memory planning follow alias_of. */
+  int alias_of;                  /* -1 when the value owns its storage */
+  int64_t alias_off;             /* element offset into alias_of */
+} Value;
+
+typedef struct {
+  int op;                        /* OP_* */
+  const char *name;              /* node name, or a made-up one */
+  const char *op_type;
+  const char *domain;
+  int nin, nout;
+  int *in;                       /* value ids; -1 for an absent optional input */
+  int *out;
+  int nattr;
+  Attr *attr;
+  int dead;                      /* removed by a pass */
+} Node;
+
+typedef struct Graph {
+  Arena *arena;
+  const char *path;              /* model file, for diagnostics */
+  int opset;                     /* default-domain opset */
+  Value *vals; int nvals, capvals;
+  Node *nodes; int nnodes, capnodes;
+  int *inputs; int ninputs;      /* graph inputs that are not initializers */
+  int *outputs; int noutputs;
+  int64_t batch;                 /* binding for symbolic dims; 0 = unset */
+  /* kernels, filled by lowering */
+  struct Kernel *kernels; int nkernels, capkernels;
+  struct Expr **exprpool;        /* not used: exprs live in the arena */
+  /* diagnostics */
+  char err[2048];
+  int unsupported;               /* last error is "unsupported", not "wrong" */
+  int verbose;
+  const char *dump_after;        /* --dump-after=PASS */
+} Graph;
+
+Graph *graph_new(const char *path);
+void graph_free(Graph *g);
+int graph_add_value(Graph *g, const char *name);
+int graph_find_value(Graph *g, const char *name);    /* -1 if none */
+int graph_add_node(Graph *g, const char *op_type, const char *name,
+                   int nin, const int *in, int nout, const int *out);
+void graph_dump(Graph *g, FILE *f);
+int graph_verify(Graph *g);                          /* MATC_OK or MATC_ERR */
+
+/* Diagnostics. Every message names the file, and the node, op and input
+ * where there is one. fail() returns MATC_ERR, unsupported() returns
+ * MATC_UNSUPPORTED, so `return fail(...)` reads naturally. */
+int fail(Graph *g, int node, int input, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int unsupported(Graph *g, int node, int input, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Attribute access. */
+const Attr *attr_get(const Node *n, const char *name);
+int64_t attr_i(const Node *n, const char *name, int64_t dflt);
+float attr_f(const Node *n, const char *name, float dflt);
+const char *attr_s(const Node *n, const char *name, const char *dflt);
+/* ints attribute: returns count (or -1 when absent), copies up to max. */
+int attr_ints(const Node *n, const char *name, int64_t *out, int max);
+
+/* Shape helpers. */
+int64_t shape_nelem(int rank, const int64_t *dims);
+int value_nelem_known(const Value *v);
+int64_t value_nelem(const Value *v);
+/* Sets v's dtype and shape; returns MATC_OK. */
+void value_set(Value *v, DType dt, int rank, const int64_t *dims);
+/* Numpy broadcasting of a and b into out; MATC_ERR (with message) when the
+ * shapes do not broadcast. */
+int broadcast_shapes(Graph *g, int node, int ra, const int64_t *a, int rb,
+                     const int64_t *b, int *rout, int64_t *out);
+/* Normalises a possibly negative axis; -1 when out of range. */
+int norm_axis(int64_t axis, int rank);
+/* Value of an input known at compile time (constant, parameter or bound
+ * input), or NULL. Shape inference uses it for shape-like inputs. */
+Tensor *known_value(Graph *g, int v);
+
+/* ---------------------------------------------------------------- 4. op table */
+
+typedef struct Ctx Ctx;
+typedef int (*InferFn)(Graph *g, int node);   /* set output dtypes/shapes */
+typedef int (*LowerFn)(Graph *g, int node);   /* append kernels */
+
+enum {
+#define OP(name, infer, lower, flags) OP_##name,
+#include "ops.def"
+#undef OP
+  OP_COUNT
+};
+
+/* op flags */
+enum {
+  OPF_ELEMENTWISE = 1,   /* output[i] depends only on inputs at i (fusable) */
+  OPF_VIEW = 2,          /* output aliases an input's storage */
+  OPF_NOFOLD = 4,        /* never constant-folded (random ops) */
+};
+
+typedef struct {
+  const char *name;
+  InferFn infer;
+  LowerFn lower;
+  int flags;
+} OpInfo;
+
+extern const OpInfo op_table[OP_COUNT];
+int op_lookup(const char *op_type);           /* -1 when unknown */
+
+/* ---------------------------------------------------------------- 5. kernel IR */
+
+/* Every op lowers to kernels. A loop kernel is a loop nest over its output
+ * (vars 0..nvar-1), optionally with reduction vars (nvar..nvar+nred-1), and
+ * an expression tree computed at every point. Loads address tensors with an
+ * affine map of the loop vars (a stride per var; stride 0 broadcasts) plus
+ * optional data-dependent terms (Gather indices, clamped conv windows).
+ * Fusion inlines one kernel's expression into another's loads; codegen
+ * turns each kernel into one LLVM function; the interpreter evaluates
+ * kernels directly for constant folding. GEMM-class work is an extern
+ * kernel that calls the runtime (OpenBLAS). */
+
+#define KMAX_VARS 16
+#define KMAX_DYN 4
+
+#define MATC_UNARY_OPS(X) \
+  X(NEG) X(ABS) X(EXP) X(LOG) X(SQRT) X(RECIP) X(TANH) X(ERF) X(SIGMOID) \
+  X(SIN) X(COS) X(TAN) X(ASIN) X(ACOS) X(ATAN) X(SINH) X(COSH) X(ASINH) \
+  X(ACOSH) X(ATANH) X(FLOOR) X(CEIL) X(ROUND) X(NOT) X(SIGN) X(ISNAN) \
+  X(ISINF) X(ISPOSINF) X(ISNEGINF) X(SOFTPLUS) X(BITNOT)
+
+#define MATC_BINARY_OPS(X) \
+  X(ADD) X(SUB) X(MUL) X(DIV) X(MAX) X(MIN) X(POW) X(FMOD) X(IMOD) \
+  X(AND) X(OR) X(XOR) X(EQ) X(NE) X(LT) X(LE) X(GT) X(GE) X(SHL) X(SHR) \
+  X(BITAND) X(BITOR) X(BITXOR)
+
+enum {
+#define X(n) U_##n,
+  MATC_UNARY_OPS(X)
+#undef X
+  U_COUNT
+};
+enum {
+#define X(n) B_##n,
+  MATC_BINARY_OPS(X)
+#undef X
+  B_COUNT
+};
+
+typedef enum {
+  EX_CONST, EX_LOAD, EX_INDEX, EX_UN, EX_BIN, EX_SEL, EX_CAST, EX_ACC
+} ExprKind;
+
+typedef struct Expr Expr;
+struct Expr {
+  ExprKind kind;
+  DType dt;                      /* result type (BOOL for comparisons) */
+  int op;                        /* U_* or B_* */
+  Expr *a, *b, *c;               /* operands; SEL: c ? a : b */
+  double f;                      /* CONST (float types) */
+  int64_t i;                     /* CONST (integer and bool types) */
+  int var;                       /* INDEX: the loop var's value (int64) */
+  /* LOAD: element val[off + sum_v stride[v]*var_v + sum_d dstride[d]*dyn[d]] */
+  int val;
+  int64_t off;
+  int64_t stride[KMAX_VARS];
+  int ndyn;
+  Expr *dyn[KMAX_DYN];           /* int64 expressions */
+  int64_t dstride[KMAX_DYN];
+};
+
+typedef enum { R_NONE, R_SUM, R_PROD, R_MAX, R_MIN, R_ARGMAX, R_ARGMIN } ReduceKind;
+
+/* Extern kernels: runtime functions with the signature
+ *   void fn(void **ptrs, const int64_t *params)
+ * shared by JIT code and the interpreter. */
+#define MATC_EXTERNS(X) \
+  X(gemm, matc_rt_gemm)         /* batched (d|s)gemm, see runtime/rt.h */ \
+  X(topk, matc_rt_topk) \
+  X(copy, matc_rt_copy)
+
+enum {
+#define X(n, fn) EXT_##n,
+  MATC_EXTERNS(X)
+#undef X
+  EXT_COUNT
+};
+
+#define KMAX_EXT_ARGS 8
+#define KMAX_EXT_PARAMS 40
+
+typedef enum { K_LOOP, K_EXTERN } KernelKind;
+
+typedef struct Kernel {
+  KernelKind kind;
+  int node;                      /* source node, for diagnostics and dumps */
+  /* loop kernels */
+  int nvar, nred;
+  int64_t ext[KMAX_VARS];        /* extent of each var */
+  int out;                       /* value stored to */
+  DType out_dt;
+  int64_t out_off;
+  int64_t out_stride[KMAX_VARS]; /* zero for reduction vars */
+  Expr *body;                    /* element value, or reduction operand */
+  ReduceKind red;
+  Expr *post;                    /* applied to the accumulator (EX_ACC) */
+  /* extern kernels */
+  int ext_fn;
+  int nargs;
+  int args[KMAX_EXT_ARGS];       /* value ids */
+  int64_t argoff[KMAX_EXT_ARGS]; /* element offsets */
+  int np;
+  int64_t p[KMAX_EXT_PARAMS];
+} Kernel;
+
+/* Builders, for op lower functions. */
+Kernel *k_loop(Graph *g, int node, int out, int nvar, const int64_t *ext);
+Kernel *k_elementwise(Graph *g, int node, int out);  /* vars = out's dims */
+Kernel *k_extern(Graph *g, int node, int fn);
+void k_arg(Kernel *k, int val, int64_t off);
+
+Expr *e_const(Graph *g, DType dt, double v);
+Expr *e_consti(Graph *g, DType dt, int64_t v);
+Expr *e_index(Graph *g, int var);
+Expr *e_un(Graph *g, int op, Expr *a);
+Expr *e_bin(Graph *g, int op, Expr *a, Expr *b);  /* comparisons give BOOL */
+Expr *e_sel(Graph *g, Expr *c, Expr *a, Expr *b);
+Expr *e_cast(Graph *g, DType dt, Expr *a);
+Expr *e_acc(Graph *g, DType dt);
+/* A load with explicit strides (nvar entries; the rest zero). */
+Expr *e_load(Graph *g, int val, int64_t off, const int64_t *stride, int nvar);
+/* A load of val broadcast (numpy rules, right-aligned) against the loop
+ * vars 0..rank-1 of a kernel whose output has `rank` dims. */
+Expr *e_load_bcast(Graph *g, int val, int rank);
+/* Adds a data-dependent term: offset += dstride * dyn. */
+void e_load_dyn(Expr *load, Expr *dyn, int64_t dstride);
+/* Row-major strides of a shape. */
+void shape_strides(int rank, const int64_t *dims, int64_t *strides);
+
+/* Interpreter: runs kernels k0..k1-1 of g with storage ptrs[v] per value. */
+int kernels_interpret(Graph *g, int k0, int k1, void **ptrs);
+
+/* ---------------------------------------------------------------- 6. passes */
+
+int import_onnx(Graph *g, const char *path);                 /* compiler/onnx_import.c */
+int import_tensor_file(Arena *a, const char *path, Tensor *t, const char **name,
+                       char *err, size_t errlen);             /* one TensorProto */
+int write_tensor_file(const char *path, const char *name, const Tensor *t);
+
+int bind_inputs(Graph *g, int64_t batch);                     /* passes/bind_inputs.c */
+int infer_shapes(Graph *g);                                   /* passes/infer_shapes.c */
+int lower_kernels(Graph *g);                                  /* passes/lower_kernels.c */
+int fuse_elementwise(Graph *g);                               /* passes/fuse_elementwise.c */
+int eliminate_dead(Graph *g);                                 /* passes/eliminate_dead.c */
+
+void kernels_dump(Graph *g, FILE *f);
+
+/* Pass pipeline with verification and --dump-after. */
+typedef struct {
+  const char *name;
+  int (*run)(Graph *g);
+} Pass;
+int run_passes(Graph *g, const Pass *passes, int n);
+
+#endif

@@ -1,0 +1,26 @@
+/* ops.c: the op table, built from ops.def. */
+#include "matc_internal.h"
+
+#include <string.h>
+
+#define OP(name, infer, lower, flags) int infer(Graph *g, int node); int lower(Graph *g, int node);
+#include "ops.def"
+#undef OP
+
+const OpInfo op_table[OP_COUNT] = {
+#define OP(name, infer, lower, flags) {#name, infer, lower, flags},
+#include "ops.def"
+#undef OP
+};
+
+int op_lookup(const char *op_type) {
+  for (int i = 0; i < OP_COUNT; i++)
+    if (strcmp(op_table[i].name, op_type) == 0) return i;
+  return -1;
+}
+
+/* For ops that always resolve during shape inference (Constant, Shape):
+ * reaching lowering means a pass broke that promise. */
+int lower_never(Graph *g, int node) {
+  return fail(g, node, -1, "internal error: this op should have been folded");
+}

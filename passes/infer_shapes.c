@@ -1,0 +1,102 @@
+/* infer_shapes.c: one walk in topological order that gives every value its
+ * dtype and static shape, and folds nodes whose inputs are all known at
+ * compile time (the Shape/Gather/Concat/Unsqueeze chains of PyTorch
+ * exports). Folding reuses the op's own lowering and the kernel
+ * interpreter, so it can never disagree with generated code about what an
+ * op means. */
+#include "matc_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Larger constant results are computed at run time instead. */
+#define FOLD_MAX_ELEMS (1 << 20)
+
+static int foldable_input(Graph *g, int v) {
+  if (v < 0) return 1;
+  Value *x = &g->vals[v];
+  if (x->kind == V_CONST) return 1;
+  /* Integer initializers are shapes and indices, never trained. */
+  return x->kind == V_PARAM && !dt_is_float(x->dt);
+}
+
+static int fold_node(Graph *g, int i) {
+  Node *n = &g->nodes[i];
+  int k0 = g->nkernels;
+  int rc = op_table[n->op].lower(g, i);
+  if (rc) return rc;
+  void **ptrs = calloc(g->nvals, sizeof(void *));
+  for (int j = 0; j < n->nin; j++)
+    if (n->in[j] >= 0) ptrs[n->in[j]] = g->vals[n->in[j]].data->data;
+  for (int j = 0; j < n->nout; j++) {
+    int o = n->out[j];
+    if (o < 0) continue;
+    Value *v = &g->vals[o];
+    Tensor *t = arena_alloc(g->arena, sizeof(Tensor));
+    t->dt = v->dt;
+    t->rank = v->rank;
+    memcpy(t->dims, v->dims, sizeof t->dims);
+    if (v->alias_of >= 0) {
+      Value *src = &g->vals[v->alias_of];
+      t->data = (char *)src->data->data + v->alias_off * dt_size(src->dt);
+      v->alias_of = -1;
+      v->alias_off = 0;
+    } else {
+      size_t bytes = (size_t)value_nelem(v) * dt_size(v->dt);
+      t->data = arena_alloc(g->arena, bytes ? bytes : 1);
+    }
+    ptrs[o] = t->data;
+    v->data = t;
+  }
+  rc = kernels_interpret(g, k0, g->nkernels, ptrs);
+  free(ptrs);
+  g->nkernels = k0;
+  if (rc) return rc;
+  for (int j = 0; j < n->nout; j++)
+    if (n->out[j] >= 0) g->vals[n->out[j]].kind = V_CONST;
+  n->dead = 1;
+  return MATC_OK;
+}
+
+int infer_shapes(Graph *g) {
+  for (int i = 0; i < g->nnodes; i++) {
+    Node *n = &g->nodes[i];
+    if (n->dead) continue;
+    if (n->domain && *n->domain && strcmp(n->domain, "ai.onnx") != 0)
+      return unsupported(g, i, -1, "op domain '%s' is not supported", n->domain);
+    if (n->op < 0)
+      return unsupported(g, i, -1, "op type '%s' is not supported", n->op_type);
+    for (int j = 0; j < n->nin; j++) {
+      int v = n->in[j];
+      if (v < 0) continue;
+      if (g->vals[v].rank < 0)
+        return fail(g, i, j, "the input's shape is unknown");
+      if (!dt_supported(g->vals[v].dt))
+        return unsupported(g, i, j, "data type %s is not supported", dt_name(g->vals[v].dt));
+    }
+    int rc = op_table[n->op].infer(g, i);
+    if (rc) return rc;
+    for (int j = 0; j < n->nout; j++) {
+      int v = n->out[j];
+      if (v < 0) continue;
+      Value *x = &g->vals[v];
+      if (x->rank < 0) return fail(g, i, -1, "shape inference left output %d unknown", j);
+      for (int d = 0; d < x->rank; d++)
+        if (x->dims[d] < 0) return fail(g, i, -1, "output %d has a negative dimension", j);
+      if (!dt_supported(x->dt))
+        return unsupported(g, i, -1, "output %d has data type %s, not supported", j,
+                           dt_name(x->dt));
+    }
+    if (n->dead) continue;                 /* the op resolved itself (Constant, Shape) */
+    if (op_table[n->op].flags & OPF_NOFOLD) continue;
+    int all = 1;
+    for (int j = 0; j < n->nin && all; j++) all = foldable_input(g, n->in[j]);
+    for (int j = 0; j < n->nout && all; j++)
+      if (n->out[j] >= 0 && value_nelem(&g->vals[n->out[j]]) > FOLD_MAX_ELEMS) all = 0;
+    if (all) {
+      rc = fold_node(g, i);
+      if (rc) return rc;
+    }
+  }
+  return MATC_OK;
+}

@@ -1,0 +1,99 @@
+/* kernels.c: the extern kernels generated code calls: GEMM through
+ * OpenBLAS, TopK, copies. Each takes (pointers, integer parameters). */
+#include "rt.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+int64_t matc_rt_f64_bits(double x) {
+  int64_t b;
+  memcpy(&b, &x, sizeof b);
+  return b;
+}
+
+double matc_rt_bits_f64(int64_t b) {
+  double x;
+  memcpy(&x, &b, sizeof x);
+  return x;
+}
+
+static void gemm_one(int f64, const int64_t *p, char *a, char *b, char *c) {
+  CBLAS_TRANSPOSE ta = p[GEMM_TA] ? CblasTrans : CblasNoTrans;
+  CBLAS_TRANSPOSE tb = p[GEMM_TB] ? CblasTrans : CblasNoTrans;
+  double alpha = matc_rt_bits_f64(p[GEMM_ALPHA]), beta = matc_rt_bits_f64(p[GEMM_BETA]);
+  if (p[GEMM_M] == 0 || p[GEMM_N] == 0) return;
+  if (p[GEMM_K] == 0) {
+    /* BLAS may skip the beta scaling when K is 0; do it here. */
+    for (int64_t i = 0; i < p[GEMM_M]; i++)
+      for (int64_t j = 0; j < p[GEMM_N]; j++) {
+        if (f64) { double *x = (double *)c + i * p[GEMM_LDC] + j; *x = beta == 0 ? 0 : *x * beta; }
+        else { float *x = (float *)c + i * p[GEMM_LDC] + j; *x = beta == 0 ? 0 : (float)(*x * beta); }
+      }
+    return;
+  }
+  if (f64)
+    cblas_dgemm(CblasRowMajor, ta, tb, p[GEMM_M], p[GEMM_N], p[GEMM_K], alpha, (double *)a,
+                p[GEMM_LDA], (double *)b, p[GEMM_LDB], beta, (double *)c, p[GEMM_LDC]);
+  else
+    cblas_sgemm(CblasRowMajor, ta, tb, p[GEMM_M], p[GEMM_N], p[GEMM_K], (float)alpha, (float *)a,
+                p[GEMM_LDA], (float *)b, p[GEMM_LDB], (float)beta, (float *)c, p[GEMM_LDC]);
+}
+
+static void gemm_level(int f64, const int64_t *p, int lvl, char *a, char *b, char *c) {
+  if (lvl == p[GEMM_NB]) {
+    gemm_one(f64, p, a, b, c);
+    return;
+  }
+  size_t es = f64 ? 8 : 4;
+  const int64_t *q = p + GEMM_BATCH + 4 * lvl;
+  for (int64_t i = 0; i < q[0]; i++)
+    gemm_level(f64, p, lvl + 1, a + i * q[1] * es, b + i * q[2] * es, c + i * q[3] * es);
+}
+
+void matc_rt_gemm(void **ptrs, const int64_t *p) {
+  gemm_level(p[GEMM_DT] == 11, p, 0, ptrs[0], ptrs[1], ptrs[2]);
+}
+
+/* TopK keeps the k best of each row by partial insertion: k is small in
+ * every model matc targets (top-1/top-2 routing). Ties keep the lower
+ * index first, as ONNX requires. */
+void matc_rt_topk(void **ptrs, const int64_t *p) {
+  int f64 = p[TOPK_DT] == 11;
+  int64_t outer = p[TOPK_OUTER], n = p[TOPK_N], inner = p[TOPK_INNER], k = p[TOPK_K];
+  int largest = (int)p[TOPK_LARGEST];
+  int64_t *idx = malloc(sizeof(int64_t) * (k > 0 ? k : 1));
+  double *val = malloc(sizeof(double) * (k > 0 ? k : 1));
+  for (int64_t o = 0; o < outer; o++) {
+    for (int64_t in = 0; in < inner; in++) {
+      int64_t cnt = 0;
+      for (int64_t j = 0; j < n; j++) {
+        int64_t off = (o * n + j) * inner + in;
+        double x = f64 ? ((double *)ptrs[0])[off] : ((float *)ptrs[0])[off];
+        int64_t pos = cnt;
+        while (pos > 0 && (largest ? x > val[pos - 1] : x < val[pos - 1])) pos--;
+        if (pos >= k) continue;
+        int64_t last = cnt < k ? cnt : k - 1;
+        for (int64_t q = last; q > pos; q--) {
+          val[q] = val[q - 1];
+          idx[q] = idx[q - 1];
+        }
+        val[pos] = x;
+        idx[pos] = j;
+        if (cnt < k) cnt++;
+      }
+      for (int64_t q = 0; q < k; q++) {
+        int64_t off = (o * k + q) * inner + in;
+        if (f64) ((double *)ptrs[1])[off] = val[q];
+        else ((float *)ptrs[1])[off] = (float)val[q];
+        ((int64_t *)ptrs[2])[off] = idx[q];
+      }
+    }
+  }
+  free(idx);
+  free(val);
+}
+
+void matc_rt_copy(void **ptrs, const int64_t *p) {
+  if (p[0] > 0) memmove(ptrs[0], ptrs[1], (size_t)p[0]);
+}

@@ -1,0 +1,330 @@
+/* matc.c: the command-line driver. The only place that prints errors and
+ * exits; everything below returns a status.
+ *
+ * Exit status: 0 success; 1 error or wrong numbers; 2 usage; 77 the model
+ * uses something matc does not support (so test drivers can skip it). */
+#include "../compiler/exec.h"
+#include "../runtime/rt.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define EXIT_UNSUPPORTED 77
+
+static const char *usage_text =
+    "usage: matc COMMAND MODEL.onnx [options]\n"
+    "\n"
+    "commands:\n"
+    "  inspect MODEL [--json] [--batch N]      graph summary, shapes, parameters\n"
+    "  run MODEL --data DIR [--batch N]        forward pass on DIR/input_*.pb;\n"
+    "      [--rtol R] [--atol A] [--repeat N]  compares with DIR/output_*.pb if present\n"
+    "\n"
+    "common options:\n"
+    "  --dump-after=PASS   print the IR after PASS (infer-shapes, eliminate-dead,\n"
+    "                      lower-kernels, fuse-elementwise)\n"
+    "  --threads N         worker threads (default: one per core)\n"
+    "  -v                  verbose\n";
+
+typedef struct {
+  const char *cmd, *model, *data, *dump_after;
+  int64_t batch;
+  double rtol, atol;
+  int json, verbose, repeat, threads;
+} Options;
+
+static int usage(const char *msg) {
+  if (msg) fprintf(stderr, "matc: %s\n\n", msg);
+  fputs(usage_text, stderr);
+  return 2;
+}
+
+static int parse_args(int argc, char **argv, Options *o) {
+  memset(o, 0, sizeof *o);
+  o->rtol = 1e-3;
+  o->atol = 1e-7;
+  o->repeat = 1;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEEDARG() do { if (!next) return usage("missing value after option"); i++; } while (0)
+    if (strcmp(a, "--data") == 0) { NEEDARG(); o->data = next; }
+    else if (strcmp(a, "--batch") == 0) { NEEDARG(); o->batch = atoll(next); }
+    else if (strcmp(a, "--rtol") == 0) { NEEDARG(); o->rtol = atof(next); }
+    else if (strcmp(a, "--atol") == 0) { NEEDARG(); o->atol = atof(next); }
+    else if (strcmp(a, "--tol") == 0) { NEEDARG(); o->rtol = atof(next); }
+    else if (strcmp(a, "--repeat") == 0) { NEEDARG(); o->repeat = atoi(next); }
+    else if (strcmp(a, "--threads") == 0) { NEEDARG(); o->threads = atoi(next); }
+    else if (strncmp(a, "--dump-after=", 13) == 0) o->dump_after = a + 13;
+    else if (strcmp(a, "--dump-after") == 0) { NEEDARG(); o->dump_after = next; }
+    else if (strcmp(a, "--json") == 0) o->json = 1;
+    else if (strcmp(a, "-v") == 0) o->verbose = 1;
+    else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(usage_text, stdout); exit(0); }
+    else if (a[0] == '-' && a[1]) {
+      fprintf(stderr, "matc: unknown option '%s'\n", a);
+      return 2;
+    }
+    else if (!o->cmd) o->cmd = a;
+    else if (!o->model) o->model = a;
+    else return usage("too many arguments");
+#undef NEEDARG
+  }
+  if (!o->cmd) return usage(NULL);
+  if (!o->model) return usage("no model given");
+  return 0;
+}
+
+static int report(Graph *g, int rc) {
+  fprintf(stderr, "matc: %s\n", g->err[0] ? g->err : "error");
+  return rc == MATC_UNSUPPORTED || g->unsupported ? EXIT_UNSUPPORTED : 1;
+}
+
+/* Reads DIR/<prefix>_<i>.pb for i = 0, 1, ... until one is missing. */
+static int read_tensors(Graph *g, const char *dir, const char *prefix, Tensor **out,
+                        const char ***names, int *n) {
+  *n = 0;
+  *out = NULL;
+  *names = NULL;
+  for (int i = 0;; i++) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s_%d.pb", dir, prefix, i);
+    FILE *f = fopen(path, "rb");
+    if (!f) break;
+    fclose(f);
+    *out = realloc(*out, sizeof(Tensor) * (i + 1));
+    *names = realloc(*names, sizeof(char *) * (i + 1));
+    char err[1024];
+    int rc = import_tensor_file(g->arena, path, &(*out)[i], &(*names)[i], err, sizeof err);
+    if (rc) {
+      snprintf(g->err, sizeof g->err, "%s", err);
+      g->unsupported = rc == MATC_UNSUPPORTED;
+      return rc;
+    }
+    (*n)++;
+  }
+  return MATC_OK;
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static const Pass front_passes[] = {
+    {"infer-shapes", infer_shapes},
+};
+
+static int compare(const char *name, const Tensor *want, const void *got, DType dt,
+                   double rtol, double atol) {
+  int64_t n = tensor_nelem(want);
+  Tensor gt = *want;
+  gt.data = (void *)got;
+  gt.dt = dt;
+  double max_abs = 0, max_rel = 0;
+  int64_t bad = 0, first = -1;
+  for (int64_t i = 0; i < n; i++) {
+    double a = tensor_get_f(&gt, i), b = tensor_get_f(want, i);
+    if (isnan(a) && isnan(b)) continue;
+    if (isinf(a) && isinf(b) && (a > 0) == (b > 0)) continue;
+    double d = fabs(a - b);
+    if (isnan(d)) d = INFINITY;
+    double r = d / (fabs(b) > 0 ? fabs(b) : 1);
+    if (d > max_abs) max_abs = d;
+    if (r > max_rel) max_rel = r;
+    if (d > atol + rtol * fabs(b)) {
+      if (first < 0) first = i;
+      bad++;
+    }
+  }
+  printf("output '%s': %lld elements, max abs err %.3g, max rel err %.3g: %s\n", name,
+         (long long)n, max_abs, max_rel, bad ? "MISMATCH" : "ok");
+  if (bad) {
+    printf("  %lld elements differ; first at %lld: got %.9g, want %.9g\n", (long long)bad,
+           (long long)first, tensor_get_f(&gt, first), tensor_get_f(want, first));
+  }
+  return bad ? 1 : 0;
+}
+
+static int cmd_run(Options *o) {
+  if (!o->data) return usage("run needs --data DIR");
+  Graph *g = graph_new(o->model);
+  g->dump_after = o->dump_after;
+  g->verbose = o->verbose;
+  int rc = import_onnx(g, o->model);
+  if (rc) { int e = report(g, rc); graph_free(g); return e; }
+  Tensor *ins, *outs;
+  const char **in_names, **out_names;
+  int nin, nout;
+  rc = read_tensors(g, o->data, "input", &ins, &in_names, &nin);
+  if (!rc) rc = read_tensors(g, o->data, "output", &outs, &out_names, &nout);
+  if (rc) { int e = report(g, rc); graph_free(g); return e; }
+  if (nin == 0 && g->ninputs > 0) {
+    fprintf(stderr, "matc: %s: no input_0.pb in %s\n", o->model, o->data);
+    graph_free(g);
+    return 1;
+  }
+  /* Inputs are matched by name, else by position. */
+  int *bound = calloc(nin + 1, sizeof(int));
+  for (int i = 0; i < nin; i++) {
+    int v = -1;
+    for (int j = 0; j < g->ninputs; j++)
+      if (in_names[i][0] && strcmp(g->vals[g->inputs[j]].name, in_names[i]) == 0) v = g->inputs[j];
+    if (v < 0 && i < g->ninputs) v = g->inputs[i];
+    if (v < 0) {
+      fprintf(stderr, "matc: %s/input_%d.pb: the model has no input '%s'\n", o->data, i, in_names[i]);
+      graph_free(g);
+      return 1;
+    }
+    g->vals[v].data = &ins[i];
+    bound[i] = v;
+  }
+  for (int j = 0; j < g->ninputs; j++)
+    if (!g->vals[g->inputs[j]].data) {
+      fprintf(stderr, "matc: %s: no data for input '%s'\n", o->data, g->vals[g->inputs[j]].name);
+      graph_free(g);
+      return 1;
+    }
+  double t0 = now_ms();
+  rc = bind_inputs(g, o->batch);
+  if (!rc) rc = run_passes(g, front_passes, 1);
+  Exec *x = NULL;
+  if (!rc) rc = exec_new(g, &x);
+  if (rc) { int e = report(g, rc); graph_free(g); free(bound); return e; }
+  double t1 = now_ms();
+  for (int i = 0; i < nin; i++) {
+    Value *v = &g->vals[bound[i]];
+    if (x->bufs[bound[i]] && v->kind == V_INPUT)
+      memcpy(x->bufs[bound[i]], ins[i].data, (size_t)tensor_nelem(&ins[i]) * dt_size(ins[i].dt));
+  }
+  double best = 1e300;
+  for (int r = 0; r < (o->repeat > 0 ? o->repeat : 1); r++) {
+    double s = now_ms();
+    exec_run(x);
+    double e = now_ms() - s;
+    if (e < best) best = e;
+  }
+  if (o->verbose || o->repeat > 1)
+    fprintf(stderr, "compile %.1f ms, run %.3f ms (best of %d)\n", t1 - t0, best, o->repeat);
+  int bad = 0;
+  if (nout > 0 && nout != g->noutputs) {
+    printf("the data has %d outputs, the model %d\n", nout, g->noutputs);
+    bad = 1;
+  }
+  for (int i = 0; i < nout && i < g->noutputs; i++) {
+    int v = g->outputs[i];
+    Value *val = &g->vals[v];
+    if (val->rank != outs[i].rank || value_nelem(val) != tensor_nelem(&outs[i])) {
+      printf("output '%s': shape differs from the reference (rank %d vs %d, %lld vs %lld elements)\n",
+             val->name, val->rank, outs[i].rank, (long long)value_nelem(val),
+             (long long)tensor_nelem(&outs[i]));
+      bad = 1;
+      continue;
+    }
+    if (val->dt != outs[i].dt) {
+      printf("output '%s': data type %s, reference %s\n", val->name, dt_name(val->dt), dt_name(outs[i].dt));
+      bad = 1;
+      continue;
+    }
+    void *p = x->bufs[v];
+    bad |= compare(val->name, &outs[i], p, val->dt, o->rtol, o->atol);
+  }
+  if (nout == 0) {
+    for (int i = 0; i < g->noutputs; i++) {
+      Value *val = &g->vals[g->outputs[i]];
+      printf("output '%s': %s [", val->name, dt_name(val->dt));
+      for (int d = 0; d < val->rank; d++) printf("%s%lld", d ? "," : "", (long long)val->dims[d]);
+      printf("]\n");
+    }
+  }
+  exec_free(x);
+  graph_free(g);
+  free(bound);
+  free(ins);
+  free(outs);
+  free(in_names);
+  free(out_names);
+  return bad ? 1 : 0;
+}
+
+static int cmd_inspect(Options *o) {
+  Graph *g = graph_new(o->model);
+  g->dump_after = o->dump_after;
+  int rc = import_onnx(g, o->model);
+  if (!rc) rc = bind_inputs(g, o->batch > 0 ? o->batch : 1);
+  if (!rc) rc = run_passes(g, front_passes, 1);
+  if (rc) { int e = report(g, rc); graph_free(g); return e; }
+  int64_t nparams = 0, nbytes = 0;
+  int nparam_tensors = 0;
+  for (int v = 0; v < g->nvals; v++) {
+    Value *x = &g->vals[v];
+    if (x->kind != V_PARAM || !dt_is_float(x->dt)) continue;
+    nparams += value_nelem(x);
+    nbytes += value_nelem(x) * dt_size(x->dt);
+    nparam_tensors++;
+  }
+  int counts[OP_COUNT] = {0};
+  int nnodes = 0;
+  for (int i = 0; i < g->nnodes; i++) {
+    if (g->nodes[i].op >= 0) counts[g->nodes[i].op]++;
+    nnodes++;
+  }
+  if (o->json) {
+    printf("{\"model\":\"%s\",\"opset\":%d,\"nodes\":%d,\"parameters\":%lld,\"parameter_bytes\":%lld,",
+           o->model, g->opset, nnodes, (long long)nparams, (long long)nbytes);
+    printf("\"inputs\":[");
+    for (int i = 0; i < g->ninputs; i++) {
+      Value *x = &g->vals[g->inputs[i]];
+      printf("%s{\"name\":\"%s\",\"dtype\":\"%s\",\"shape\":[", i ? "," : "", x->name, dt_name(x->dt));
+      for (int d = 0; d < x->rank; d++) printf("%s%lld", d ? "," : "", (long long)x->dims[d]);
+      printf("]}");
+    }
+    printf("],\"outputs\":[");
+    for (int i = 0; i < g->noutputs; i++) {
+      Value *x = &g->vals[g->outputs[i]];
+      printf("%s{\"name\":\"%s\",\"dtype\":\"%s\",\"shape\":[", i ? "," : "", x->name, dt_name(x->dt));
+      for (int d = 0; d < x->rank; d++) printf("%s%lld", d ? "," : "", (long long)x->dims[d]);
+      printf("]}");
+    }
+    printf("],\"ops\":{");
+    int first = 1;
+    for (int k = 0; k < OP_COUNT; k++)
+      if (counts[k]) { printf("%s\"%s\":%d", first ? "" : ",", op_table[k].name, counts[k]); first = 0; }
+    printf("}}\n");
+  } else {
+    printf("model      %s\nopset      %d\nnodes      %d\n", o->model, g->opset, nnodes);
+    printf("parameters %lld in %d tensors (%.2f MB)\n", (long long)nparams, nparam_tensors, nbytes / 1e6);
+    for (int i = 0; i < g->ninputs; i++) {
+      Value *x = &g->vals[g->inputs[i]];
+      printf("input      %s: %s [", x->name, dt_name(x->dt));
+      for (int d = 0; d < x->rank; d++) printf("%s%lld", d ? "," : "", (long long)x->dims[d]);
+      printf("]\n");
+    }
+    for (int i = 0; i < g->noutputs; i++) {
+      Value *x = &g->vals[g->outputs[i]];
+      printf("output     %s: %s [", x->name, dt_name(x->dt));
+      for (int d = 0; d < x->rank; d++) printf("%s%lld", d ? "," : "", (long long)x->dims[d]);
+      printf("]\n");
+    }
+    printf("ops       ");
+    for (int k = 0; k < OP_COUNT; k++)
+      if (counts[k]) printf(" %s:%d", op_table[k].name, counts[k]);
+    printf("\n");
+    if (o->verbose) graph_dump(g, stdout);
+  }
+  graph_free(g);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  Options o;
+  int rc = parse_args(argc, argv, &o);
+  if (rc) return rc;
+  if (o.threads > 0) matc_rt_set_threads(o.threads);
+  if (strcmp(o.cmd, "run") == 0) return cmd_run(&o);
+  if (strcmp(o.cmd, "inspect") == 0) return cmd_inspect(&o);
+  fprintf(stderr, "matc: unknown command '%s'\n\n", o.cmd);
+  return usage(NULL);
+}
