@@ -588,7 +588,7 @@ int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *e
 
   LLVMValueRef *kfn = calloc(g->nkernels + 1, sizeof(LLVMValueRef));
   for (int i = 0; i < g->nkernels; i++) {
-    if (g->kernels[i].kind != K_LOOP) continue;
+    if (g->kernels[i].kind != K_LOOP || g->kernels[i].dead) continue;
     emit_loop_kernel(&c, &g->kernels[i], i);
     kfn[i] = c.fn;
   }
@@ -603,6 +603,7 @@ int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *e
   LLVMValueRef argv = LLVMBuildAlloca(c.b, LLVMArrayType(c.ptr, KMAX_EXT_ARGS), "argv");
   for (int i = 0; i < g->nkernels; i++) {
     Kernel *k = &g->kernels[i];
+    if (k->dead) continue;
     if (k->kind == K_LOOP) {
       int64_t n = k->nvar ? k->ext[0] : 1;
       LLVMValueRef args[4] = {kfn[i], bufs, ci64(&c, n), ci64(&c, kernel_cost(k))};

@@ -11,6 +11,7 @@ static const Pass backend_passes[] = {
     {"eliminate-dead", eliminate_dead},
     {"lower-kernels", lower_kernels},
     {"fuse-elementwise", fuse_elementwise},
+    {"merge-loops", merge_loops},
 };
 
 int exec_new(Graph *g, Exec **out) {
@@ -22,7 +23,7 @@ int exec_new(Graph *g, Exec **out) {
   x->owned = calloc(g->nvals + 1, sizeof(void *));
   for (int v = 0; v < g->nvals; v++) {
     Value *val = &g->vals[v];
-    if (val->alias_of >= 0 || val->rank < 0) continue;
+    if (val->alias_of >= 0 || val->rank < 0 || val->fused) continue;
     if (val->data && val->kind != V_INPUT) {
       x->bufs[v] = val->data->data;
       continue;

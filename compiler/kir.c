@@ -153,6 +153,24 @@ void e_load_dyn(Expr *load, Expr *dyn, int64_t dstride) {
   load->ndyn++;
 }
 
+Expr *expr_copy(Graph *g, Expr *e) {
+  if (!e) return NULL;
+  Expr *c = arena_alloc(g->arena, sizeof *c);
+  *c = *e;
+  c->a = expr_copy(g, e->a);
+  c->b = expr_copy(g, e->b);
+  c->c = expr_copy(g, e->c);
+  for (int d = 0; d < e->ndyn; d++) c->dyn[d] = expr_copy(g, e->dyn[d]);
+  return c;
+}
+
+int expr_size(const Expr *e) {
+  if (!e) return 0;
+  int n = 1 + expr_size(e->a) + expr_size(e->b) + expr_size(e->c);
+  for (int d = 0; d < e->ndyn; d++) n += expr_size(e->dyn[d]);
+  return n;
+}
+
 /* ---------------------------------------------------------------- printer */
 
 static const char *un_names[] = {
@@ -215,6 +233,7 @@ void kernels_dump(Graph *g, FILE *f) {
   static const char *red[] = {"", "sum", "prod", "max", "min", "argmax", "argmin"};
   for (int i = 0; i < g->nkernels; i++) {
     Kernel *k = &g->kernels[i];
+    if (k->dead) continue;
     const char *nn = k->node >= 0 ? g->nodes[k->node].name : "";
     if (k->kind == K_EXTERN) {
       fprintf(f, "  k%d (%s): extern %s(", i, nn, ext_names[k->ext_fn]);
@@ -559,6 +578,7 @@ static const ExternFn extern_fns[] = {
 int kernels_interpret(Graph *g, int k0, int k1, void **ptrs) {
   for (int i = k0; i < k1; i++) {
     Kernel *k = &g->kernels[i];
+    if (k->dead) continue;
     if (k->kind == K_LOOP) {
       run_loop(g, k, ptrs);
     } else {

@@ -104,6 +104,7 @@ typedef struct {
    * value; codegen and memory planning follow alias_of. */
   int alias_of;                  /* -1 when the value owns its storage */
   int64_t alias_off;             /* element offset into alias_of */
+  int fused;                     /* computed inside its consumer: no storage */
 } Value;
 
 typedef struct {
@@ -295,6 +296,7 @@ typedef enum { K_LOOP, K_EXTERN } KernelKind;
 typedef struct Kernel {
   KernelKind kind;
   int node;                      /* source node, for diagnostics and dumps */
+  int dead;                      /* fused into another kernel */
   /* loop kernels */
   int nvar, nred;
   int64_t ext[KMAX_VARS];        /* extent of each var */
@@ -352,6 +354,9 @@ int bind_inputs(Graph *g, int64_t batch);                     /* passes/bind_inp
 int infer_shapes(Graph *g);                                   /* passes/infer_shapes.c */
 int lower_kernels(Graph *g);                                  /* passes/lower_kernels.c */
 int fuse_elementwise(Graph *g);                               /* passes/fuse_elementwise.c */
+int merge_loops(Graph *g);                                    /* passes/merge_loops.c */
+Expr *expr_copy(Graph *g, Expr *e);                           /* compiler/kir.c */
+int expr_size(const Expr *e);
 int eliminate_dead(Graph *g);                                 /* passes/eliminate_dead.c */
 
 void kernels_dump(Graph *g, FILE *f);

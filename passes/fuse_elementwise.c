@@ -1,7 +1,208 @@
-/* fuse_elementwise.c: placeholder-free first version: merges nothing yet. */
+/* fuse_elementwise.c: inlines a producer kernel's expression into its only
+ * consumer, so chains of elementwise ops (GELU, bias + activation,
+ * normalisation arithmetic) run as one loop and their intermediates never
+ * touch memory.
+ *
+ * A producer P qualifies when it is a loop kernel without reduction that
+ * alone writes all of value T, contiguously, and exactly one other kernel C
+ * reads T, at an index that names every element of T once per point of C
+ * (identity, transposed or reduced access; no broadcast, which would
+ * recompute P). Each load of T in C is then replaced by a copy of P's body
+ * with P's vars renamed to C's. C can itself be inlined later. */
 #include "matc_internal.h"
 
+#include <stdlib.h>
+#include <string.h>
+
+/* Bodies larger than this stay separate: inlining a big expression into a
+ * loop that reads it several times would repeat its work. */
+#define MAX_FUSED_SIZE 96
+
+typedef struct {
+  int *writers;        /* per value: kernels writing it */
+  int *writer;         /* the (last) writing kernel */
+  int *readers;        /* per value: kernels reading it */
+  int *reader;         /* the (last) reading kernel */
+  char *aliased;       /* some view points into this value */
+} Uses;
+
+static void mark_reads(Expr *e, int k, Uses *u, char *seen) {
+  if (!e) return;
+  if (e->kind == EX_LOAD) {
+    if (!seen[e->val]) {
+      seen[e->val] = 1;
+      u->readers[e->val]++;
+      u->reader[e->val] = k;
+    }
+    for (int d = 0; d < e->ndyn; d++) mark_reads(e->dyn[d], k, u, seen);
+  }
+  mark_reads(e->a, k, u, seen);
+  mark_reads(e->b, k, u, seen);
+  mark_reads(e->c, k, u, seen);
+}
+
+static void count_uses(Graph *g, Uses *u) {
+  memset(u->writers, 0, sizeof(int) * g->nvals);
+  memset(u->readers, 0, sizeof(int) * g->nvals);
+  char *seen = calloc(g->nvals, 1);
+  for (int i = 0; i < g->nkernels; i++) {
+    Kernel *k = &g->kernels[i];
+    if (k->dead) continue;
+    memset(seen, 0, g->nvals);
+    if (k->kind == K_LOOP) {
+      u->writers[k->out]++;
+      u->writer[k->out] = i;
+      mark_reads(k->body, i, u, seen);
+      mark_reads(k->post, i, u, seen);
+    } else {
+      /* An extern may read and write any of its arguments. */
+      for (int j = 0; j < k->nargs; j++) {
+        int v = k->args[j];
+        u->writers[v]++;
+        u->writer[v] = i;
+        u->readers[v] += 2;
+      }
+    }
+  }
+  free(seen);
+}
+
+static int is_producer(Graph *g, Uses *u, int t, int ci) {
+  Value *v = &g->vals[t];
+  if (v->kind != V_ACT || v->is_output || u->aliased[t] || u->writers[t] != 1 || u->readers[t] != 1)
+    return 0;
+  int pi = u->writer[t];
+  if (pi >= ci) return 0;
+  Kernel *p = &g->kernels[pi];
+  if (p->kind != K_LOOP || p->red != R_NONE || p->out_off != 0 || p->nvar != v->rank) return 0;
+  int64_t st[MATC_MAX_RANK];
+  shape_strides(v->rank, v->dims, st);
+  for (int j = 0; j < v->rank; j++)
+    if (p->ext[j] != v->dims[j] || (v->dims[j] > 1 && p->out_stride[j] != st[j])) return 0;
+  return expr_size(p->body) <= MAX_FUSED_SIZE;
+}
+
+/* Maps each dim of T (size > 1) to the consumer var that walks it; -1 if
+ * the load is not such a walk. */
+static int map_dims(Graph *g, Kernel *c, Expr *load, int *var_of_dim) {
+  Value *v = &g->vals[load->val];
+  if (load->off != 0 || load->ndyn) return 0;
+  int64_t st[MATC_MAX_RANK];
+  shape_strides(v->rank, v->dims, st);
+  int nall = c->nvar + c->nred;
+  char used[KMAX_VARS] = {0};
+  for (int j = 0; j < v->rank; j++) {
+    var_of_dim[j] = -1;
+    if (v->dims[j] == 1) continue;
+    for (int x = 0; x < nall; x++)
+      if (!used[x] && load->stride[x] == st[j] && c->ext[x] == v->dims[j]) {
+        var_of_dim[j] = x;
+        used[x] = 1;
+        break;
+      }
+    if (var_of_dim[j] < 0) return 0;
+  }
+  /* Every other var must not move the address (and must not repeat work). */
+  for (int x = 0; x < KMAX_VARS; x++)
+    if (!used[x] && load->stride[x] != 0) return 0;
+  for (int x = 0; x < nall; x++)
+    if (!used[x] && c->ext[x] > 1) return 0;
+  return 1;
+}
+
+/* P's body with P's var j renamed to consumer var var_of_dim[j]. */
+static Expr *rename_vars(Graph *g, Expr *e, const int *var_of_dim, int rank) {
+  if (!e) return NULL;
+  Expr *r = arena_alloc(g->arena, sizeof *r);
+  *r = *e;
+  r->a = rename_vars(g, e->a, var_of_dim, rank);
+  r->b = rename_vars(g, e->b, var_of_dim, rank);
+  r->c = rename_vars(g, e->c, var_of_dim, rank);
+  if (e->kind == EX_INDEX) {
+    if (e->var < rank && var_of_dim[e->var] >= 0) r->var = var_of_dim[e->var];
+    else return e_consti(g, DT_I64, 0);       /* a size-1 dim: always 0 */
+  }
+  if (e->kind == EX_LOAD) {
+    memset(r->stride, 0, sizeof r->stride);
+    for (int j = 0; j < rank; j++)
+      if (var_of_dim[j] >= 0) r->stride[var_of_dim[j]] += e->stride[j];
+    for (int d = 0; d < e->ndyn; d++) r->dyn[d] = rename_vars(g, e->dyn[d], var_of_dim, rank);
+  }
+  return r;
+}
+
+typedef struct {
+  Graph *g;
+  Uses *u;
+  Kernel *c;
+  int ci;
+  int changed;
+} Fuser;
+
+static Expr *fuse_into(Fuser *f, Expr *e) {
+  if (!e) return NULL;
+  if (e->kind == EX_LOAD && is_producer(f->g, f->u, e->val, f->ci)) {
+    int var_of_dim[MATC_MAX_RANK];
+    if (map_dims(f->g, f->c, e, var_of_dim)) {
+      Kernel *p = &f->g->kernels[f->u->writer[e->val]];
+      f->changed = 1;
+      return rename_vars(f->g, p->body, var_of_dim, f->g->vals[e->val].rank);
+    }
+  }
+  e->a = fuse_into(f, e->a);
+  e->b = fuse_into(f, e->b);
+  e->c = fuse_into(f, e->c);
+  if (e->kind == EX_LOAD)
+    for (int d = 0; d < e->ndyn; d++) e->dyn[d] = fuse_into(f, e->dyn[d]);
+  return e;
+}
+
 int fuse_elementwise(Graph *g) {
-  (void)g;
+  if (getenv("MATC_NO_FUSION")) return MATC_OK;
+  Uses u;
+  u.writers = calloc(g->nvals, sizeof(int));
+  u.writer = calloc(g->nvals, sizeof(int));
+  u.readers = calloc(g->nvals, sizeof(int));
+  u.reader = calloc(g->nvals, sizeof(int));
+  u.aliased = calloc(g->nvals, 1);
+  for (int v = 0; v < g->nvals; v++)
+    if (g->vals[v].alias_of >= 0) u.aliased[g->vals[v].alias_of] = 1;
+  /* Copy every body first: lowerings may share expression nodes between
+   * kernels, and fusion rewrites in place. */
+  for (int i = 0; i < g->nkernels; i++) {
+    g->kernels[i].body = expr_copy(g, g->kernels[i].body);
+    g->kernels[i].post = expr_copy(g, g->kernels[i].post);
+  }
+  count_uses(g, &u);
+  for (int i = 0; i < g->nkernels; i++) {
+    Kernel *c = &g->kernels[i];
+    if (c->dead || c->kind != K_LOOP) continue;
+    Fuser f = {g, &u, c, i, 1};
+    while (f.changed) {
+      f.changed = 0;
+      /* The producers this round may consume. */
+      char *cand = calloc(g->nvals, 1);
+      for (int v = 0; v < g->nvals; v++) cand[v] = u.readers[v] == 1 && u.reader[v] == i && is_producer(g, &u, v, i);
+      c->body = fuse_into(&f, c->body);
+      c->post = fuse_into(&f, c->post);
+      if (f.changed) {
+        count_uses(g, &u);
+        for (int v = 0; v < g->nvals; v++) {
+          if (!cand[v]) continue;
+          if (u.readers[v] == 0) {
+            g->kernels[u.writer[v]].dead = 1;
+            g->vals[v].fused = 1;
+          }
+        }
+        count_uses(g, &u);
+      }
+      free(cand);
+    }
+  }
+  free(u.writers);
+  free(u.writer);
+  free(u.readers);
+  free(u.reader);
+  free(u.aliased);
   return MATC_OK;
 }

@@ -1,0 +1,874 @@
+#!/usr/bin/python3
+"""Build the matc benchmark/test models and export them to ONNX.
+
+usage: python3 tools/export_models.py [--out models] [--no-verify] [NAMES...]
+
+NAMES is any of mlp, vgg-small, bert-mini, switch-mini (default: all).
+For each model NAME this writes
+
+  OUT/NAME/model.onnx             torch.onnx.export, symbolic batch dim "batch",
+                                  constant folding on, initializers embedded
+  OUT/NAME/test_data_set_0/
+      input_0.pb                  reference input (batch of 2), TensorProto
+      output_0.pb                 PyTorch float32 output on input_0
+      cotangent_0.pb              seeded N(0,1) tensor, same shape as output
+      grad_<j>.pb                 d sum(output*cotangent) / d initializer,
+                                  computed by PyTorch autograd in float64 and
+                                  stored as float32; .name = initializer name;
+                                  j = 0,1,.. over the trainable initializers
+                                  in graph.initializer order
+  OUT/NAME/CARD.md                description, params, op counts, FLOPs, ...
+
+The module is importable: build(name) -> (torch.nn.Module, example_input)
+rebuilds exactly the same seeded model (in eval mode) and its reference input.
+
+Verification (on by default): onnx.checker, re-reading every .pb, checking
+that every trainable parameter maps 1:1 to an ONNX initializer holding the
+same values, and re-evaluating the exported graph with a small torch-based
+ONNX interpreter (float64) against the PyTorch outputs.
+"""
+
+import argparse
+import math
+import os
+import sys
+import warnings
+from collections import Counter
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import onnx
+from onnx import numpy_helper, shape_inference
+
+MODEL_NAMES = ["mlp", "vgg-small", "bert-mini", "switch-mini"]
+REF_BATCH = 2
+
+# byte-level vocabulary: 256 byte values + 4 special tokens
+VOCAB = 260
+PAD_ID, MASK_ID, CLS_ID, SEP_ID = 256, 257, 258, 259
+
+SEEDS = {"mlp": 1001, "vgg-small": 1002, "bert-mini": 1003, "switch-mini": 1004}
+
+
+# --------------------------------------------------------------------------
+# building blocks
+# --------------------------------------------------------------------------
+
+class Dense(nn.Module):
+    """y = x @ weight + bias with weight stored as [in, out].
+
+    nn.Linear on inputs of rank > 2 exports as MatMul(x, Transpose(W)), and
+    constant folding then replaces W by a new, renamed, transposed
+    initializer that no longer corresponds to the parameter. Storing the
+    weight pre-transposed exports as MatMul(x, W) + b with W kept as-is.
+    """
+
+    def __init__(self, d_in, d_out, bias=True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(d_in, d_out))
+        self.bias = nn.Parameter(torch.empty(d_out)) if bias else None
+        # same init distribution as nn.Linear
+        bound = 1.0 / math.sqrt(d_in)
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        y = torch.matmul(x, self.weight)
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with separate Q, K, V and output projections."""
+
+    def __init__(self, d_model, n_heads, seq_len, causal=False):
+        super().__init__()
+        assert d_model % n_heads == 0
+        self.d_model, self.n_heads, self.seq_len = d_model, n_heads, seq_len
+        self.d_head = d_model // n_heads
+        self.q = Dense(d_model, d_model)
+        self.k = Dense(d_model, d_model)
+        self.v = Dense(d_model, d_model)
+        self.o = Dense(d_model, d_model)
+        self.causal = causal
+        if causal:
+            # additive mask: 0 on/below the diagonal, -1e9 above it
+            mask = torch.triu(torch.ones(seq_len, seq_len), diagonal=1) * -1e9
+            self.register_buffer("causal_mask", mask)
+
+    def _heads(self, t):
+        # [B, S, D] -> [B, S, H, Dh] -> [B, H, S, Dh]
+        return t.reshape(-1, self.seq_len, self.n_heads, self.d_head).transpose(1, 2)
+
+    def forward(self, x):
+        q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))
+        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.d_head)
+        if self.causal:
+            scores = scores + self.causal_mask
+        att = torch.softmax(scores, dim=-1)
+        ctx = torch.matmul(att, v)                      # [B, H, S, Dh]
+        ctx = ctx.transpose(1, 2).reshape(-1, self.seq_len, self.d_model)
+        return self.o(ctx)
+
+
+# --------------------------------------------------------------------------
+# models
+# --------------------------------------------------------------------------
+
+class MLP(nn.Module):
+    """Fashion-MNIST MLP: 784-256-256-10."""
+
+    def __init__(self):
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(784, 256)
+        self.fc2 = nn.Linear(256, 256)
+        self.fc3 = nn.Linear(256, 10)
+
+    def forward(self, x):
+        x = self.flatten(x)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class VGGSmall(nn.Module):
+    """VGG-style CNN for 28x28 grayscale: [conv3x3-BN-ReLU]x2 + maxpool, three
+    stages of 32/64/128 channels (28->14->7->3), then flatten 1152 -> 1024 -> 10."""
+
+    def __init__(self, widths=(32, 64, 128), hidden=1024, n_classes=10):
+        super().__init__()
+        layers, c_in = [], 1
+        for w in widths:
+            for _ in range(2):
+                layers += [nn.Conv2d(c_in, w, 3, padding=1, bias=False),
+                           nn.BatchNorm2d(w), nn.ReLU()]
+                c_in = w
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(c_in * 3 * 3, hidden)
+        self.fc2 = nn.Linear(hidden, n_classes)
+
+    def forward(self, x):
+        x = self.flatten(self.features(x))
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class BertLayer(nn.Module):
+    """Post-LN BERT encoder layer."""
+
+    def __init__(self, d_model, n_heads, d_ff, seq_len):
+        super().__init__()
+        self.attn = SelfAttention(d_model, n_heads, seq_len)
+        self.ln1 = nn.LayerNorm(d_model, eps=1e-12)
+        self.ff1 = Dense(d_model, d_ff)
+        self.ff2 = Dense(d_ff, d_model)
+        self.ln2 = nn.LayerNorm(d_model, eps=1e-12)
+
+    def forward(self, x):
+        x = self.ln1(x + self.attn(x))
+        x = self.ln2(x + self.ff2(F.gelu(self.ff1(x))))
+        return x
+
+
+class BertMini(nn.Module):
+    """BERT encoder (post-LN, exact GELU) with a masked-LM head, byte vocab."""
+
+    def __init__(self, n_layers=4, d_model=256, n_heads=4, d_ff=512, seq_len=128,
+                 vocab=VOCAB):
+        super().__init__()
+        # no padding_idx: keeps PyTorch's embedding gradient equal to the
+        # plain Gather gradient of the exported graph
+        self.tok_emb = nn.Embedding(vocab, d_model)
+        # learned positions added as a whole [S, D] parameter (an index/slice
+        # into it would be constant-folded into an unnamed initializer)
+        self.pos_emb = nn.Parameter(torch.randn(seq_len, d_model) * 0.02)
+        nn.init.normal_(self.tok_emb.weight, std=0.02)
+        self.emb_ln = nn.LayerNorm(d_model, eps=1e-12)
+        self.layers = nn.ModuleList(
+            [BertLayer(d_model, n_heads, d_ff, seq_len) for _ in range(n_layers)])
+        self.mlm_dense = Dense(d_model, d_model)
+        self.mlm_ln = nn.LayerNorm(d_model, eps=1e-12)
+        self.mlm_out = Dense(d_model, vocab)
+
+    def forward(self, input_ids):
+        x = self.emb_ln(self.tok_emb(input_ids) + self.pos_emb)
+        for layer in self.layers:
+            x = layer(x)
+        x = self.mlm_ln(F.gelu(self.mlm_dense(x)))
+        return self.mlm_out(x)
+
+
+class Expert(nn.Module):
+    def __init__(self, d_model, d_ff):
+        super().__init__()
+        self.fc1 = Dense(d_model, d_ff)
+        self.fc2 = Dense(d_ff, d_model)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class SwitchFFN(nn.Module):
+    """Switch-style top-1 mixture of experts, computed densely: every expert
+    runs on every token and the outputs are combined with
+    gate_e = softmax(router(x))_e * [argmax == e]."""
+
+    def __init__(self, d_model, d_ff, n_experts):
+        super().__init__()
+        self.n_experts = n_experts
+        self.router = Dense(d_model, n_experts)
+        self.experts = nn.ModuleList([Expert(d_model, d_ff) for _ in range(n_experts)])
+        self.register_buffer("expert_ids", torch.arange(n_experts))
+
+    def forward(self, x):
+        probs = torch.softmax(self.router(x), dim=-1)             # [B, S, E]
+        top = torch.argmax(probs, dim=-1, keepdim=True)           # [B, S, 1]
+        gates = probs * (top == self.expert_ids).to(probs.dtype)  # [B, S, E]
+        out = None
+        for e, expert in enumerate(self.experts):
+            y = gates[..., e:e + 1] * expert(x)
+            out = y if out is None else out + y
+        return out
+
+
+class SwitchBlock(nn.Module):
+    """Pre-LN causal transformer block with a Switch MoE FFN."""
+
+    def __init__(self, d_model, n_heads, d_ff, n_experts, seq_len):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = SelfAttention(d_model, n_heads, seq_len, causal=True)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.moe = SwitchFFN(d_model, d_ff, n_experts)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        x = x + self.moe(self.ln2(x))
+        return x
+
+
+class SwitchMini(nn.Module):
+    """Small causal (GPT-style, pre-LN) transformer with top-1 MoE FFNs."""
+
+    def __init__(self, n_layers=2, d_model=128, n_heads=4, d_ff=256, n_experts=4,
+                 seq_len=64, vocab=VOCAB):
+        super().__init__()
+        self.tok_emb = nn.Embedding(vocab, d_model)
+        nn.init.normal_(self.tok_emb.weight, std=0.02)
+        self.pos_emb = nn.Parameter(torch.randn(seq_len, d_model) * 0.02)
+        self.blocks = nn.ModuleList(
+            [SwitchBlock(d_model, n_heads, d_ff, n_experts, seq_len) for _ in range(n_layers)])
+        self.ln_f = nn.LayerNorm(d_model)
+        self.head = Dense(d_model, vocab)
+
+    def forward(self, input_ids):
+        x = self.tok_emb(input_ids) + self.pos_emb
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+
+# --------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------
+
+SPECS = {
+    "mlp": dict(
+        cls=MLP, opset=13, input_name="input", input_shape=(1, 28, 28), kind="image",
+        desc="Fashion-MNIST multilayer perceptron: Flatten -> Linear(784,256) -> ReLU -> "
+             "Linear(256,256) -> ReLU -> Linear(256,10). Linear layers on 2-D input export as "
+             "Gemm(transB=1)."),
+    "vgg-small": dict(
+        cls=VGGSmall, opset=13, input_name="input", input_shape=(1, 28, 28), kind="image",
+        desc="VGG-style CNN for 28x28 grayscale images (Fashion-MNIST): three stages of "
+             "[Conv3x3(pad 1, no bias) -> BatchNorm -> ReLU] x 2 -> MaxPool2x2 with 32, 64, 128 "
+             "channels (28 -> 14 -> 7 -> 3), then Flatten(1152) -> Linear(1152,1024) -> ReLU -> "
+             "Linear(1024,10). Exported in eval mode with TrainingMode.PRESERVE, so BatchNorm "
+             "stays as inference-mode BatchNormalization nodes (running mean/var are "
+             "non-trainable initializers) rather than being fused into the convolutions."),
+    "bert-mini": dict(
+        cls=BertMini, opset=14, input_name="input_ids", input_shape=(128,), kind="tokens",
+        desc="BERT encoder with masked-LM head over a byte vocabulary of 260 tokens (256 bytes + "
+             "PAD=256, MASK=257, CLS=258, SEP=259): token embedding + learned position embedding "
+             "[128,256] -> LayerNorm, 4 post-LN encoder layers (d_model 256, 4 heads of 64, FFN "
+             "512, exact erf GELU, LayerNorm eps 1e-12), attention written out explicitly "
+             "(separate Q/K/V/output projections, reshape [B,S,H,Dh] -> transpose, "
+             "softmax(QK^T/sqrt(64)) V, no attention mask). MLM head: Linear(256,256) -> GELU -> "
+             "LayerNorm -> Linear(256,260) (untied). Projections are `Dense` modules "
+             "(y = x @ W + b with W stored [in,out]) so that each weight is exported as an "
+             "initializer of its own. Opset 14, so LayerNorm is decomposed "
+             "(ReduceMean/Sub/Pow/Sqrt/Div/Mul/Add)."),
+    "switch-mini": dict(
+        cls=SwitchMini, opset=13, input_name="input_ids", input_shape=(64,), kind="tokens",
+        desc="Small causal pre-LN transformer (2 layers, d_model 128, 4 heads of 32, seq 64, "
+             "byte vocabulary 260) whose FFNs are Switch-style top-1 mixtures of 4 experts "
+             "(each expert Linear(128,256) -> ReLU -> Linear(256,128)). Router Linear(128,4) -> "
+             "softmax -> argmax; gate_e = prob_e * [argmax == e]; output = sum_e gate_e * "
+             "expert_e(x), computed densely (every expert runs on every token) so the graph is "
+             "static. Causal mask is an additive [64,64] buffer (-1e9 above the diagonal, "
+             "exported as a non-trainable initializer). Learned position embedding [64,128], "
+             "final LayerNorm, untied Linear(128,260) head. LayerNorm is decomposed at opset 13."),
+}
+
+
+def build(name):
+    """Rebuild the seeded model `name` (eval mode, float32) and its reference
+    input (batch of REF_BATCH). Returns (module, example_input)."""
+    if name not in SPECS:
+        raise ValueError("unknown model %r (have %s)" % (name, ", ".join(MODEL_NAMES)))
+    spec = SPECS[name]
+    torch.manual_seed(SEEDS[name])
+    model = spec["cls"]().float()
+    if name == "vgg-small":
+        # give BatchNorm non-trivial running statistics and affine params so
+        # the inference-mode BN is actually exercised
+        g = torch.Generator().manual_seed(SEEDS[name] + 7)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                with torch.no_grad():
+                    m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+                    m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+                    m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+                    m.bias.copy_(torch.randn(c, generator=g) * 0.1)
+    model.eval()
+    g = torch.Generator().manual_seed(SEEDS[name] + 1)
+    shape = (REF_BATCH,) + spec["input_shape"]
+    if spec["kind"] == "image":
+        x = torch.rand(shape, generator=g, dtype=torch.float32)
+    else:
+        x = torch.randint(0, VOCAB, shape, generator=g, dtype=torch.int64)
+    return model, x
+
+
+# --------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------
+
+def export_onnx(model, x, name, path):
+    spec = SPECS[name]
+    in_name = spec["input_name"]
+    # With the model in eval mode torch.onnx merges initializers that hold
+    # equal values (e.g. every LayerNorm weight starts as all ones), which
+    # would tie parameters that PyTorch trains separately. In training mode
+    # it only merges initializers that are the same tensor. So models
+    # without mode-dependent modules are exported in training mode (which
+    # changes nothing else for them); models with BatchNorm/Dropout are
+    # exported in eval mode, and trainable_initializers() then checks that
+    # every parameter kept an initializer of its own.
+    mode_dependent = any(isinstance(mod, (nn.modules.batchnorm._BatchNorm, nn.Dropout))
+                         for mod in model.modules())
+    was_training = model.training
+    model.train(not mode_dependent)
+    try:
+        _export_onnx(model, x, spec, in_name, path)
+    finally:
+        model.train(was_training)
+
+
+def _export_onnx(model, x, spec, in_name, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (x,), path,
+            export_params=True,
+            keep_initializers_as_inputs=False,
+            do_constant_folding=True,
+            training=torch.onnx.TrainingMode.PRESERVE,  # see export_onnx()
+            opset_version=spec["opset"],
+            input_names=[in_name],
+            output_names=["logits"],
+            dynamic_axes={in_name: {0: "batch"}, "logits": {0: "batch"}},
+        )
+
+
+def save_tensor(arr, name, path):
+    t = numpy_helper.from_array(np.ascontiguousarray(arr), name=name)
+    with open(path, "wb") as f:
+        f.write(t.SerializeToString())
+
+
+def load_tensor(path):
+    t = onnx.TensorProto()
+    with open(path, "rb") as f:
+        t.ParseFromString(f.read())
+    return t
+
+
+def trainable_initializers(model, onnx_model):
+    """Map the ONNX initializers to torch parameters.
+
+    Returns (mapped, unmapped_params, other_inits): mapped is a list of
+    (init_name, param_name) in graph.initializer order for initializers that
+    are trainable float parameters; unmapped_params are trainable parameters
+    with no initializer of the same name and value; other_inits are the
+    remaining initializers (buffers, folded constants)."""
+    params = dict(model.named_parameters())
+    mapped, other = [], []
+    for init in onnx_model.graph.initializer:
+        p = params.get(init.name)
+        if p is not None and p.requires_grad:
+            arr = numpy_helper.to_array(init)
+            if tuple(arr.shape) != tuple(p.shape) or not np.array_equal(
+                    arr, p.detach().cpu().numpy()):
+                raise RuntimeError("initializer %s differs from parameter" % init.name)
+            mapped.append((init.name, init.name))
+        else:
+            other.append(init.name)
+    names = {m[0] for m in mapped}
+    unmapped = [n for n, p in params.items() if p.requires_grad and n not in names]
+    return mapped, unmapped, other
+
+
+def reference_grads(name, x, cot):
+    """float64 autograd of sum(model(x) * cot) w.r.t. every parameter."""
+    model, _ = build(name)
+    model = model.double()
+    model.eval()
+    xx = x.double() if x.is_floating_point() else x
+    out = model(xx)
+    (out * cot.double()).sum().backward()
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+
+
+# --------------------------------------------------------------------------
+# FLOPs / op counts
+# --------------------------------------------------------------------------
+
+def _dims(vi_type, batch=1):
+    shp = vi_type.tensor_type.shape
+    out = []
+    for d in shp.dim:
+        if d.HasField("dim_value"):
+            out.append(d.dim_value)
+        elif d.dim_param == "batch":
+            out.append(batch)
+        else:
+            return None
+    return out
+
+
+def flops_per_sample(onnx_model):
+    """Forward FLOPs for batch 1: 2*MACs of MatMul, Gemm and Conv nodes."""
+    inferred = shape_inference.infer_shapes(onnx_model)
+    g = inferred.graph
+    shapes = {}
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        shapes[vi.name] = _dims(vi.type)
+    for init in g.initializer:
+        shapes[init.name] = list(init.dims)
+    total = 0
+    breakdown = Counter()
+    for node in g.node:
+        if node.op_type not in ("MatMul", "Gemm", "Conv"):
+            continue
+        a = shapes.get(node.input[0])
+        b = shapes.get(node.input[1])
+        y = shapes.get(node.output[0])
+        if a is None or b is None or y is None:
+            raise RuntimeError("no shape for %s node %s" % (node.op_type, node.name))
+        if node.op_type == "MatMul":
+            k = a[-1]
+            macs = int(np.prod(y)) * k
+        elif node.op_type == "Gemm":
+            ta = next((at.i for at in node.attribute if at.name == "transA"), 0)
+            k = a[0] if ta else a[1]
+            macs = int(np.prod(y)) * k
+        else:  # Conv: weight [M, C/group, kh, kw]
+            macs = int(np.prod(y)) * int(np.prod(b[1:]))
+        total += 2 * macs
+        breakdown[node.op_type] += 2 * macs
+    return total, breakdown
+
+
+def op_counts(onnx_model):
+    return Counter(n.op_type for n in onnx_model.graph.node)
+
+
+# --------------------------------------------------------------------------
+# a small ONNX interpreter (torch ops, float64) for verifying the export
+# --------------------------------------------------------------------------
+
+_ONNX_TO_TORCH_DTYPE = {
+    onnx.TensorProto.FLOAT: torch.float64,   # evaluate float graphs in float64
+    onnx.TensorProto.DOUBLE: torch.float64,
+    onnx.TensorProto.INT64: torch.int64,
+    onnx.TensorProto.INT32: torch.int32,
+    onnx.TensorProto.BOOL: torch.bool,
+}
+
+
+def _attrs(node):
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _as_tensor(arr):
+    t = torch.from_numpy(np.array(arr))
+    return t.double() if t.is_floating_point() else t
+
+
+def _norm_axis(axis, rank):
+    return axis + rank if axis < 0 else axis
+
+
+def run_onnx_reference(onnx_model, feeds):
+    """Evaluate the graph on `feeds` (name -> tensor). Floats run in float64."""
+    env = {}
+    for init in onnx_model.graph.initializer:
+        env[init.name] = _as_tensor(numpy_helper.to_array(init))
+    for k, v in feeds.items():
+        env[k] = v.double() if v.is_floating_point() else v
+    env[""] = None
+    for node in onnx_model.graph.node:
+        ins = [env[i] for i in node.input]
+        at = _attrs(node)
+        op = node.op_type
+        if op == "Constant":
+            r = _as_tensor(numpy_helper.to_array(at["value"]))
+        elif op == "Identity":
+            r = ins[0]
+        elif op in ("Add", "Sub", "Mul", "Div", "Pow", "Equal"):
+            a, b = ins
+            r = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul,
+                 "Pow": torch.pow, "Equal": torch.eq}.get(op, None)
+            if op == "Div":
+                r = torch.div(a, b, rounding_mode="trunc") if not a.is_floating_point() \
+                    else a / b
+            else:
+                r = r(a, b)
+        elif op == "Sqrt":
+            r = torch.sqrt(ins[0])
+        elif op == "Erf":
+            r = torch.erf(ins[0])
+        elif op == "Relu":
+            r = torch.relu(ins[0])
+        elif op == "Tanh":
+            r = torch.tanh(ins[0])
+        elif op == "Neg":
+            r = -ins[0]
+        elif op == "MatMul":
+            r = torch.matmul(ins[0], ins[1])
+        elif op == "Gemm":
+            a, b = ins[0], ins[1]
+            if at.get("transA", 0):
+                a = a.t()
+            if at.get("transB", 0):
+                b = b.t()
+            r = at.get("alpha", 1.0) * (a @ b)
+            if len(ins) > 2 and ins[2] is not None:
+                r = r + at.get("beta", 1.0) * ins[2]
+        elif op == "Conv":
+            pads = at.get("pads", [0, 0, 0, 0])
+            assert pads[0] == pads[2] and pads[1] == pads[3], "asymmetric pads"
+            r = F.conv2d(ins[0], ins[1], ins[2] if len(ins) > 2 else None,
+                         stride=at.get("strides", [1, 1]), padding=pads[:2],
+                         dilation=at.get("dilations", [1, 1]), groups=at.get("group", 1))
+        elif op == "BatchNormalization":
+            x, s, b, m, v = ins
+            eps = at.get("epsilon", 1e-5)
+            shp = [1, -1] + [1] * (x.dim() - 2)
+            r = (x - m.reshape(shp)) / torch.sqrt(v.reshape(shp) + eps) * s.reshape(shp) \
+                + b.reshape(shp)
+        elif op == "MaxPool":
+            pads = at.get("pads", [0, 0, 0, 0])
+            assert pads[0] == pads[2] and pads[1] == pads[3], "asymmetric pads"
+            r = F.max_pool2d(ins[0], at["kernel_shape"], stride=at.get("strides"),
+                             padding=pads[:2], dilation=at.get("dilations", [1, 1]),
+                             ceil_mode=bool(at.get("ceil_mode", 0)))
+        elif op == "GlobalAveragePool":
+            r = ins[0].mean(dim=tuple(range(2, ins[0].dim())), keepdim=True)
+        elif op == "Flatten":
+            ax = _norm_axis(at.get("axis", 1), ins[0].dim())
+            r = ins[0].reshape(int(np.prod(ins[0].shape[:ax])), -1)
+        elif op == "Reshape":
+            shape = [int(s) for s in ins[1].tolist()]
+            if not at.get("allowzero", 0):
+                shape = [ins[0].shape[i] if s == 0 else s for i, s in enumerate(shape)]
+            r = ins[0].reshape(shape)
+        elif op == "Transpose":
+            r = ins[0].permute(*at.get("perm", list(range(ins[0].dim() - 1, -1, -1))))
+        elif op == "Softmax":
+            r = torch.softmax(ins[0], dim=at.get("axis", -1))
+        elif op == "ReduceMean":
+            axes = at.get("axes") if "axes" in at else (ins[1].tolist() if len(ins) > 1 else None)
+            axes = list(range(ins[0].dim())) if axes is None else axes
+            r = ins[0].mean(dim=tuple(axes), keepdim=bool(at.get("keepdims", 1)))
+        elif op == "ArgMax":
+            assert not at.get("select_last_index", 0)
+            r = torch.argmax(ins[0], dim=at.get("axis", 0), keepdim=bool(at.get("keepdims", 1)))
+        elif op == "Cast":
+            r = ins[0].to(_ONNX_TO_TORCH_DTYPE[at["to"]])
+        elif op == "Gather":
+            ax = _norm_axis(at.get("axis", 0), ins[0].dim())
+            idx = ins[1]
+            idx = torch.where(idx < 0, idx + ins[0].shape[ax], idx)
+            r = torch.index_select(ins[0], ax, idx.reshape(-1))
+            r = r.reshape(ins[0].shape[:ax] + idx.shape + ins[0].shape[ax + 1:])
+        elif op == "Slice":
+            data = ins[0]
+            starts, ends = ins[1].tolist(), ins[2].tolist()
+            axes = ins[3].tolist() if len(ins) > 3 and ins[3] is not None \
+                else list(range(len(starts)))
+            steps = ins[4].tolist() if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
+            idx = [slice(None)] * data.dim()
+            for s, e, a, st in zip(starts, ends, axes, steps):
+                assert st == 1, "only step 1 supported"
+                a = _norm_axis(a, data.dim())
+                n = data.shape[a]
+                s = max(0, min(n, s + n if s < 0 else s))
+                e = max(0, min(n, e + n if e < 0 else e))
+                idx[a] = slice(s, e)
+            r = data[tuple(idx)]
+        elif op == "Unsqueeze":
+            axes = at.get("axes") if "axes" in at else ins[1].tolist()
+            r = ins[0]
+            rank = r.dim() + len(axes)
+            for a in sorted(_norm_axis(a, rank) for a in axes):
+                r = r.unsqueeze(a)
+        elif op == "Squeeze":
+            axes = at.get("axes") if "axes" in at else ins[1].tolist()
+            r = ins[0]
+            for a in sorted((_norm_axis(a, r.dim()) for a in axes), reverse=True):
+                r = r.squeeze(a)
+        elif op == "Shape":
+            r = torch.tensor(list(ins[0].shape), dtype=torch.int64)
+        elif op == "Concat":
+            r = torch.cat(ins, dim=at["axis"])
+        elif op == "Where":
+            r = torch.where(ins[0], ins[1], ins[2])
+        else:
+            raise NotImplementedError("reference interpreter: op %s" % op)
+        assert len(node.output) == 1 or op in ("BatchNormalization",), op
+        env[node.output[0]] = r
+    return [env[o.name] for o in onnx_model.graph.output]
+
+
+# --------------------------------------------------------------------------
+# per-model driver
+# --------------------------------------------------------------------------
+
+def _fmt_int(n):
+    return "{:,}".format(n)
+
+
+def _shape_str(vi):
+    dims = []
+    for d in vi.type.tensor_type.shape.dim:
+        dims.append(d.dim_param if d.HasField("dim_param") else str(d.dim_value))
+    return "[" + ", ".join(dims) + "]"
+
+
+def _elem_type(vi):
+    return onnx.TensorProto.DataType.Name(vi.type.tensor_type.elem_type).lower()
+
+
+def write_card(name, path, onnx_model, n_params, ops, flops, breakdown, mapped, other,
+               file_size, out_dir):
+    spec = SPECS[name]
+    g = onnx_model.graph
+    opset = next(o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx"))
+    lines = []
+    lines.append("# %s" % name)
+    lines.append("")
+    lines.append(spec["desc"])
+    lines.append("")
+    lines.append("| | |")
+    lines.append("|---|---|")
+    lines.append("| trainable parameters | %s |" % _fmt_int(n_params))
+    lines.append("| model.onnx size | %s bytes (%.2f MiB) |" % (_fmt_int(file_size),
+                                                                file_size / 2 ** 20))
+    lines.append("| opset | %d (producer %s %s) |" % (opset, onnx_model.producer_name,
+                                                     onnx_model.producer_version))
+    for vi in g.input:
+        lines.append("| input | `%s` %s %s |" % (vi.name, _elem_type(vi), _shape_str(vi)))
+    for vi in g.output:
+        lines.append("| output | `%s` %s %s |" % (vi.name, _elem_type(vi), _shape_str(vi)))
+    lines.append("| forward FLOPs / sample | %s (%.2f MFLOP; 2*MACs of %s) |" % (
+        _fmt_int(flops), flops / 1e6,
+        ", ".join("%s %s" % (k, _fmt_int(v)) for k, v in sorted(breakdown.items()))))
+    lines.append("| nodes | %d |" % len(g.node))
+    lines.append("| initializers | %d (%d trainable, %d other) |" % (
+        len(g.initializer), len(mapped), len(other)))
+    lines.append("| torch.manual_seed | %d |" % SEEDS[name])
+    lines.append("")
+    lines.append("## Op types")
+    lines.append("")
+    lines.append("| op | count |")
+    lines.append("|---|---|")
+    for op, c in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append("| %s | %d |" % (op, c))
+    lines.append("")
+    lines.append("## Test data (`test_data_set_0/`)")
+    lines.append("")
+    lines.append("- `input_0.pb`: reference input, batch %d (%s)." % (
+        REF_BATCH, "uniform [0,1) pixels" if spec["kind"] == "image"
+        else "uniform random token ids in [0,%d)" % VOCAB))
+    lines.append("- `output_0.pb`: PyTorch float32 output `logits` on that input.")
+    lines.append("- `cotangent_0.pb`: seeded N(0,1) tensor with the shape of `logits`.")
+    lines.append("- `grad_<j>.pb` (j = 0..%d): gradient of sum(logits * cotangent) with respect "
+                 "to the j-th trainable initializer (graph.initializer order), computed by "
+                 "PyTorch autograd in float64 on the same weights and stored as float32; the "
+                 "TensorProto name is the initializer name." % (len(mapped) - 1))
+    if other:
+        lines.append("- Initializers without a gradient file (buffers / folded constants): %s."
+                     % ", ".join("`%s`" % o for o in other))
+    lines.append("")
+    lines.append("## How it was made")
+    lines.append("")
+    lines.append("```")
+    lines.append("/usr/bin/python3 tools/export_models.py --out %s %s" % (out_dir, name))
+    lines.append("```")
+    lines.append("")
+    lines.append("torch %s, onnx %s; `torch.onnx.export(..., opset_version=%d, "
+                 "do_constant_folding=True, keep_initializers_as_inputs=False, "
+                 "training=TrainingMode.PRESERVE, dynamic_axes={'%s': {0: 'batch'}, "
+                 "'logits': {0: 'batch'}})` on the model in eval mode. "
+                 "`build('%s')` in tools/export_models.py rebuilds the same model and "
+                 "reference input." % (torch.__version__, onnx.__version__, spec["opset"],
+                                       spec["input_name"], name))
+    lines.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+def export_one(name, out_root, verify=True):
+    spec = SPECS[name]
+    d = os.path.join(out_root, name)
+    td = os.path.join(d, "test_data_set_0")
+    os.makedirs(td, exist_ok=True)
+    for fn in os.listdir(td):
+        if fn.endswith(".pb"):
+            os.remove(os.path.join(td, fn))
+    onnx_path = os.path.join(d, "model.onnx")
+
+    model, x = build(name)
+    with torch.no_grad():
+        y = model(x)
+    export_onnx(model, x, name, onnx_path)
+
+    m = onnx.load(onnx_path)
+    onnx.checker.check_model(m)
+    mapped, unmapped, other = trainable_initializers(model, m)
+    if unmapped:
+        raise RuntimeError("%s: parameters without an ONNX initializer: %s" % (name, unmapped))
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    in_name = m.graph.input[0].name
+    assert in_name == spec["input_name"], in_name
+    assert m.graph.output[0].name == "logits"
+    save_tensor(x.numpy(), in_name, os.path.join(td, "input_0.pb"))
+    save_tensor(y.numpy().astype(np.float32), "logits", os.path.join(td, "output_0.pb"))
+
+    gc = torch.Generator().manual_seed(SEEDS[name] + 2)
+    cot = torch.randn(y.shape, generator=gc, dtype=torch.float32)
+    save_tensor(cot.numpy(), "logits", os.path.join(td, "cotangent_0.pb"))
+    grads = reference_grads(name, x, cot)
+    for j, (init_name, pname) in enumerate(mapped):
+        save_tensor(grads[pname].numpy().astype(np.float32), init_name,
+                    os.path.join(td, "grad_%d.pb" % j))
+
+    ops = op_counts(m)
+    flops, breakdown = flops_per_sample(m)
+    file_size = os.path.getsize(onnx_path)
+    write_card(name, os.path.join(d, "CARD.md"), m, n_params, ops, flops, breakdown,
+               mapped, other, file_size, os.path.relpath(out_root))
+
+    if verify:
+        verify_one(name, out_root, model, x, y, grads, mapped)
+
+    print("%-12s params %9s  model.onnx %10s bytes  %.1f MFLOP/sample  opset %d  grads %d  "
+          "ops %s" % (name, _fmt_int(n_params), _fmt_int(file_size), flops / 1e6,
+                      spec["opset"], len(mapped),
+                      " ".join("%s:%d" % kv for kv in sorted(ops.items()))))
+    return dict(params=n_params, size=file_size, ops=ops, flops=flops, other=other)
+
+
+def verify_one(name, out_root, model, x, y, grads, mapped):
+    d = os.path.join(out_root, name)
+    td = os.path.join(d, "test_data_set_0")
+    m = onnx.load(os.path.join(d, "model.onnx"))
+    onnx.checker.check_model(m, full_check=True)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer)
+    # symbolic batch
+    for vi in list(m.graph.input) + list(m.graph.output):
+        assert vi.type.tensor_type.shape.dim[0].dim_param == "batch", vi
+    # re-read test data
+    xin = numpy_helper.to_array(load_tensor(os.path.join(td, "input_0.pb"))).copy()
+    assert load_tensor(os.path.join(td, "input_0.pb")).name == m.graph.input[0].name
+    assert np.array_equal(xin, x.numpy())
+    yout = numpy_helper.to_array(load_tensor(os.path.join(td, "output_0.pb")))
+    assert yout.dtype == np.float32 and np.array_equal(yout, y.numpy())
+    cot = numpy_helper.to_array(load_tensor(os.path.join(td, "cotangent_0.pb")))
+    assert cot.shape == yout.shape and cot.dtype == np.float32
+    inits = {t.name: t for t in m.graph.initializer}
+    for j, (init_name, pname) in enumerate(mapped):
+        t = load_tensor(os.path.join(td, "grad_%d.pb" % j))
+        assert t.name == init_name and t.data_type == onnx.TensorProto.FLOAT
+        g = numpy_helper.to_array(t)
+        assert list(g.shape) == list(inits[init_name].dims), (init_name, g.shape)
+        assert np.array_equal(g, grads[pname].numpy().astype(np.float32))
+        assert np.isfinite(g).all()
+    assert not os.path.exists(os.path.join(td, "grad_%d.pb" % len(mapped)))
+
+    # the exported graph computes what PyTorch computes
+    (r,) = run_onnx_reference(m, {m.graph.input[0].name: torch.from_numpy(xin)})
+    err = (r - y.double()).abs().max().item()
+    scale = y.abs().max().item()
+    if not err <= 1e-4 * max(1.0, scale):
+        raise RuntimeError("%s: ONNX graph vs PyTorch max abs err %g" % (name, err))
+    # float64 PyTorch forward vs float32 output: sanity of the stored output
+    model64 = build(name)[0].double()
+    with torch.no_grad():
+        y64 = model64(x.double() if x.is_floating_point() else x)
+    err64 = (y64 - y.double()).abs().max().item()
+    # dynamic batch: the graph also runs with batch 1 and 3
+    for b in (1, 3):
+        xb = x[:1].repeat((b,) + (1,) * (x.dim() - 1))
+        (rb,) = run_onnx_reference(m, {m.graph.input[0].name: xb})
+        with torch.no_grad():
+            yb = model(xb)
+        assert tuple(rb.shape) == tuple(yb.shape)
+        assert (rb - yb.double()).abs().max().item() <= 1e-4 * max(1.0, scale)
+    # MoE: make sure the reference input actually routes to several experts
+    extra = ""
+    if name == "switch-mini":
+        used = set()
+        hooks = []
+        for blk in model.blocks:
+            hooks.append(blk.moe.router.register_forward_hook(
+                lambda mod, inp, out: used.update(torch.argmax(out, -1).flatten().tolist())))
+        with torch.no_grad():
+            model(x)
+        for h in hooks:
+            h.remove()
+        extra = ", experts used %s" % sorted(used)
+    print("  verified %s: checker ok, %d .pb re-read, ONNX-vs-torch max err %.2e, "
+          "f32-vs-f64 max err %.2e, batch 1/3 ok%s" % (name, 3 + len(mapped), err, err64,
+                                                        extra))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="models", help="output directory (default: models)")
+    ap.add_argument("--no-verify", action="store_true", help="skip verification")
+    ap.add_argument("names", nargs="*", help="models (default: %s)" % " ".join(MODEL_NAMES))
+    args = ap.parse_args(argv)
+    names = args.names or MODEL_NAMES
+    for n in names:
+        if n not in SPECS:
+            ap.error("unknown model %r (have %s)" % (n, ", ".join(MODEL_NAMES)))
+    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    for n in names:
+        export_one(n, args.out, verify=not args.no_verify)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
