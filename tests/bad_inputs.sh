@@ -1,0 +1,53 @@
+#!/bin/sh
+# Bad input must give a clear error that names the file (and the node, op
+# and input where there is one), exit non-zero, and never crash (no
+# signal, no sanitizer report).
+# usage: bad_inputs.sh MATC DATADIR
+matc=$1 data=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+failures=0 passes=0
+
+# expect NAME EXPECTED_RC PATTERN... -- ARGS...
+expect() {
+  name=$1 want=$2; shift 2
+  pats=""
+  while [ "$1" != "--" ]; do pats="$pats
+$1"; shift; done
+  shift
+  "$matc" "$@" > "$tmp/out" 2>&1
+  rc=$?
+  ok=1
+  if [ $rc -ne "$want" ]; then echo "FAIL $name: exit $rc, expected $want"; ok=0; fi
+  if grep -q -E 'AddressSanitizer|runtime error|Segmentation|internal error' "$tmp/out"; then
+    echo "FAIL $name: crash or sanitizer report"; ok=0
+  fi
+  printf '%s\n' "$pats" | while IFS= read -r p; do
+    [ -z "$p" ] && continue
+    grep -q -F -- "$p" "$tmp/out" || { echo "FAIL $name: message lacks '$p'"; echo x >> "$tmp/miss"; }
+  done
+  if [ -f "$tmp/miss" ]; then ok=0; rm -f "$tmp/miss"; fi
+  if [ $ok -eq 1 ]; then passes=$((passes+1)); echo "ok   $name"; else failures=$((failures+1)); sed 's/^/     | /' "$tmp/out"; fi
+}
+
+: > "$tmp/empty.onnx"
+head -c 100 "$data/good.onnx" > "$tmp/truncated.onnx"
+head -c 4096 /dev/urandom > "$tmp/random.onnx" 2>/dev/null || dd if=/dev/urandom of="$tmp/random.onnx" bs=4096 count=1 2>/dev/null
+head -c 10 "$data/good_data/input_0.pb" > "$tmp/trunc_input.pb"
+mkdir -p "$tmp/trunc_data" && cp "$tmp/trunc_input.pb" "$tmp/trunc_data/input_0.pb"
+
+expect empty-file 1 "$tmp/empty.onnx" "empty" -- inspect "$tmp/empty.onnx"
+expect truncated-file 1 "$tmp/truncated.onnx" "truncated" -- inspect "$tmp/truncated.onnx"
+expect random-bytes 1 "$tmp/random.onnx" -- inspect "$tmp/random.onnx"
+expect missing-file 1 "no_such_model.onnx" "cannot open" -- inspect "$tmp/no_such_model.onnx"
+expect unknown-op 77 "unknown_op.onnx" "node 'frob'" "FrobnicateTensor" -- inspect "$data/unknown_op.onnx"
+expect missing-initializer 1 "missing_initializer.onnx" "node 'mm'" "MatMul" "'w'" -- inspect "$data/missing_initializer.onnx"
+expect shape-mismatch 1 "shape_mismatch.onnx" "node 'mm'" "MatMul" "input 1" "4 vs 5" -- inspect "$data/shape_mismatch.onnx"
+expect wrong-input-shape 1 "input 'x'" "dimension 1" "5" -- run "$data/good.onnx" --data "$data/wrong_shape"
+expect wrong-input-dtype 1 "input 'x'" "int64" "float32" -- run "$data/good.onnx" --data "$data/wrong_dtype"
+expect truncated-input 1 "input_0.pb" -- run "$data/good.onnx" --data "$tmp/trunc_data"
+expect missing-data-dir 1 "no input_0.pb" -- run "$data/good.onnx" --data "$tmp/nonexistent"
+expect good-model 0 "output 'y'" -- run "$data/good.onnx" --data "$data/good_data"
+
+echo "$passes passed, $failures failed"
+[ $failures -eq 0 ]

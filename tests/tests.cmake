@@ -1,0 +1,46 @@
+# tests.cmake: every test is registered through matc_test(); a test passes
+# on exit 0, is skipped on exit 77 (the model uses something matc does not
+# support), and fails on anything else.
+function(matc_test name)
+  add_test(NAME ${name} COMMAND ${ARGN})
+  set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300
+    ENVIRONMENT "MATC_VERIFY=1;OPENBLAS_NUM_THREADS=1")
+endfunction()
+
+set(MATC_SRC ${CMAKE_SOURCE_DIR})
+
+# ONNX backend node tests, one CTest test each (label onnx).
+set(ONNX_TEST_ROOT /usr/include/onnx/backend/test/data CACHE PATH "ONNX backend test data (libonnx-testdata)")
+foreach(suite node pytorch-converted pytorch-operator simple)
+  file(GLOB dirs LIST_DIRECTORIES true ${ONNX_TEST_ROOT}/${suite}/*)
+  foreach(d ${dirs})
+    if(IS_DIRECTORY ${d} AND EXISTS ${d}/model.onnx)
+      get_filename_component(t ${d} NAME)
+      matc_test(onnx/${suite}/${t} sh ${MATC_SRC}/tests/run_onnx_test.sh $<TARGET_FILE:matc> ${d})
+      set_tests_properties(onnx/${suite}/${t} PROPERTIES LABELS onnx)
+    endif()
+  endforeach()
+endforeach()
+
+# The bundled models against their PyTorch reference outputs.
+foreach(m mlp vgg-small bert-mini switch-mini)
+  if(EXISTS ${MATC_SRC}/models/${m}/model.onnx)
+    matc_test(model/${m}/forward $<TARGET_FILE:matc> run ${MATC_SRC}/models/${m}/model.onnx
+      --data ${MATC_SRC}/models/${m}/test_data_set_0 --rtol 1e-4 --atol 1e-5)
+    set_tests_properties(model/${m}/forward PROPERTIES LABELS model)
+  endif()
+endforeach()
+
+# Bad input: clear errors, no crashes.
+matc_test(bad-inputs sh ${MATC_SRC}/tests/bad_inputs.sh $<TARGET_FILE:matc> ${MATC_SRC}/tests/data/bad)
+
+# Unit tests of the compiler internals (C programs in tests/unit).
+file(GLOB unit_tests CONFIGURE_DEPENDS ${MATC_SRC}/tests/unit/*.c)
+foreach(src ${unit_tests})
+  get_filename_component(t ${src} NAME_WE)
+  add_executable(unit_${t} ${src})
+  target_link_libraries(unit_${t} PRIVATE matc_compiler matc_runtime ${LLVM_LIB} ${PROTOBUF_C_LIB}
+    ${OPENBLAS_LIB} Threads::Threads m)
+  set_target_properties(unit_${t} PROPERTIES ENABLE_EXPORTS ON)
+  matc_test(unit/${t} unit_${t})
+endforeach()

@@ -1,0 +1,63 @@
+#!/usr/bin/python3
+"""Writes the small malformed models and data that tests/bad_inputs.sh feeds
+to matc. Developer tool (needs python3-onnx); the outputs are committed.
+
+usage: tools/make_bad_inputs.py [OUTDIR]   (default tests/data/bad)
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "data", "bad")
+os.makedirs(out, exist_ok=True)
+
+
+def save(model, name):
+    onnx.save(model, os.path.join(out, name))
+
+
+def tensor(path, arr, name):
+    with open(path, "wb") as f:
+        f.write(numpy_helper.from_array(arr, name).SerializeToString())
+
+
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])
+w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+
+# A good model: y = x @ w. The base for the broken ones and for the data tests.
+good = helper.make_model(
+    helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g", [x], [y], [w]),
+    opset_imports=[helper.make_opsetid("", 13)])
+save(good, "good.onnx")
+
+# An op no ONNX opset has.
+unknown = helper.make_model(
+    helper.make_graph([helper.make_node("FrobnicateTensor", ["x"], ["y"], name="frob")], "g", [x], [y]),
+    opset_imports=[helper.make_opsetid("", 13)])
+save(unknown, "unknown_op.onnx")
+
+# A node input that nothing produces (the initializer was dropped).
+missing = helper.make_model(
+    helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g", [x], [y]),
+    opset_imports=[helper.make_opsetid("", 13)])
+save(missing, "missing_initializer.onnx")
+
+# Inner dimensions that do not match (4 vs 5).
+w5 = numpy_helper.from_array(np.ones((5, 3), np.float32), "w")
+mismatch = helper.make_model(
+    helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g", [x], [y], [w5]),
+    opset_imports=[helper.make_opsetid("", 13)])
+save(mismatch, "shape_mismatch.onnx")
+
+# Input data of the wrong shape and of the wrong dtype for good.onnx.
+for name, arr in [("wrong_shape", np.ones((2, 5), np.float32)),
+                  ("wrong_dtype", np.ones((2, 4), np.int64)),
+                  ("good_data", np.ones((2, 4), np.float32))]:
+    d = os.path.join(out, name)
+    os.makedirs(d, exist_ok=True)
+    tensor(os.path.join(d, "input_0.pb"), arr, "x")
+print("wrote", out)
