@@ -429,8 +429,14 @@ static Scalar eval_bin(int op, DType adt, Scalar a, Scalar b) {
   case B_BITAND: z = x & y; break;
   case B_BITOR: z = x | y; break;
   case B_BITXOR: z = x ^ y; break;
-  case B_SHL: z = y >= 64 ? 0 : (int64_t)(ux << uy); break;
-  case B_SHR: z = y >= 64 ? 0 : (int64_t)(ux >> uy); break;
+  case B_SHL: case B_SHR: {
+    /* Shifts act on the type's own width, operands taken as unsigned. */
+    int bits = dt_size(adt) * 8;
+    uint64_t mask = bits == 64 ? ~0ull : (1ull << bits) - 1;
+    uint64_t sx = ux & mask, sy = uy & mask;
+    z = sy >= (uint64_t)bits ? 0 : (int64_t)(op == B_SHL ? sx << sy : sx >> sy);
+    break;
+  }
   case B_EQ: r.i = x == y; return r;
   case B_NE: r.i = x != y; return r;
   case B_LT: r.i = sgn ? x < y : ux < uy; return r;
