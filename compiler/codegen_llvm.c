@@ -77,6 +77,98 @@ static LLVMValueRef libm(CG *c, const char *name, LLVMTypeRef t, int nargs, LLVM
 
 static LLVMValueRef fconst(CG *c, LLVMTypeRef t, double v) { return LLVMConstReal(t, v); }
 
+
+/* ---------------------------------------------------------------- float32 math
+ * exp, erf and tanh for float32 as straight-line arithmetic, so loops that
+ * use them (softmax, GELU, attention) vectorize; libm calls would not.
+ * float64 keeps libm. Errors are a few ulp (tests/unit checks them against
+ * libm through the interpreter). */
+
+static LLVMValueRef fma3(CG *c, LLVMValueRef a, LLVMValueRef b, LLVMValueRef d) {
+  LLVMValueRef args[3] = {a, b, d};
+  unsigned id = LLVMLookupIntrinsicID("llvm.fma", 8);
+  LLVMTypeRef ts[1] = {c->f32};
+  return LLVMBuildCall2(c->b, LLVMIntrinsicGetType(c->cx, id, ts, 1),
+                        LLVMGetIntrinsicDeclaration(c->mod, id, ts, 1), args, 3, "");
+}
+
+static LLVMValueRef f32c(CG *c, double v) { return LLVMConstReal(c->f32, v); }
+
+/* Horner: coef[0] + x*(coef[1] + x*(...)) */
+static LLVMValueRef poly(CG *c, LLVMValueRef x, const double *coef, int n) {
+  LLVMValueRef p = f32c(c, coef[n - 1]);
+  for (int i = n - 2; i >= 0; i--) p = fma3(c, p, x, f32c(c, coef[i]));
+  return p;
+}
+
+/* exp(x) = 2^n * exp(r), n = round(x / ln 2), |r| <= ln2 / 2, with a
+ * degree-7 Taylor polynomial (truncation error < 3e-8 relative). */
+static LLVMValueRef fast_exp_f32(CG *c, LLVMValueRef x) {
+  LLVMValueRef xc = x;
+  LLVMValueRef lim[2];
+  lim[0] = xc; lim[1] = f32c(c, 88.72);
+  xc = intrinsic(c, "llvm.minnum", c->f32, 2, lim);
+  lim[0] = xc; lim[1] = f32c(c, -86.5);
+  xc = intrinsic(c, "llvm.maxnum", c->f32, 2, lim);
+  LLVMValueRef t = LLVMBuildFMul(c->b, xc, f32c(c, 1.4426950408889634), "");
+  LLVMValueRef n = intrinsic(c, "llvm.rint", c->f32, 1, &t);
+  LLVMValueRef r = fma3(c, n, f32c(c, -0.693145751953125), xc);
+  r = fma3(c, n, f32c(c, -1.428606765330187045e-06), r);
+  static const double k[] = {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040};
+  LLVMValueRef p = poly(c, r, k, 8);
+  LLVMValueRef ni = LLVMBuildFPToSI(c->b, n, c->i32, "");
+  /* 2^n as 2^(n-1) * 2, so n = 128 (x near 88.7) does not overflow the
+   * exponent field; the lower clamp keeps n - 1 >= -126 (normal floats). */
+  LLVMValueRef bits = LLVMBuildShl(c->b, LLVMBuildAdd(c->b, ni, LLVMConstInt(c->i32, 126, 0), ""),
+                                   LLVMConstInt(c->i32, 23, 0), "");
+  LLVMValueRef scale = LLVMBuildBitCast(c->b, bits, c->f32, "");
+  LLVMValueRef y = LLVMBuildFMul(c->b, LLVMBuildFMul(c->b, p, scale, ""), f32c(c, 2.0), "");
+  /* Beyond the clamps: 0 below (exp(-86.5) is 3e-38), +inf above; NaN stays NaN. */
+  y = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOLT, x, f32c(c, -86.5), ""), f32c(c, 0), y, "");
+  y = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, x, f32c(c, 88.72), ""), f32c(c, 1.0 / 0.0), y, "");
+  return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealUNO, x, x, ""), x, y, "");
+}
+
+/* erf: Taylor series below |x| = 0.5; above, 1 - erfc(|x|) with the
+ * classic fitted form erfc(z) ~ t exp(-z^2 + P(t)), t = 1 / (1 + z/2), P of
+ * degree 9 (fractional error below 1.2e-7), sign restored. */
+static LLVMValueRef fast_erf_f32(CG *c, LLVMValueRef x) {
+  LLVMValueRef ax = intrinsic(c, "llvm.fabs", c->f32, 1, &x);
+  /* small |x|: 2/sqrt(pi) * (x - x^3/3 + x^5/10 - x^7/42 + x^9/216 - x^11/1320) */
+  LLVMValueRef x2 = LLVMBuildFMul(c->b, x, x, "");
+  static const double s[] = {1.0, -1.0 / 3, 1.0 / 10, -1.0 / 42, 1.0 / 216, -1.0 / 1320};
+  LLVMValueRef small = LLVMBuildFMul(c->b, LLVMBuildFMul(c->b, x, poly(c, x2, s, 6), ""),
+                                     f32c(c, 1.1283791670955126), "");
+  /* large |x|: erfc(z) = t * exp(-z^2 - 1.26551223 + t*(...)), t = 1/(1+z/2) */
+  LLVMValueRef t = LLVMBuildFDiv(c->b, f32c(c, 1.0),
+                                 fma3(c, ax, f32c(c, 0.5), f32c(c, 1.0)), "");
+  static const double q[] = {-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+                             0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277};
+  LLVMValueRef e = LLVMBuildFSub(c->b, poly(c, t, q, 10), x2, "");
+  LLVMValueRef erfc = LLVMBuildFMul(c->b, t, fast_exp_f32(c, e), "");
+  LLVMValueRef big = LLVMBuildFSub(c->b, f32c(c, 1.0), erfc, "");
+  LLVMValueRef neg = LLVMBuildFCmp(c->b, LLVMRealOLT, x, f32c(c, 0), "");
+  big = LLVMBuildSelect(c->b, neg, LLVMBuildFNeg(c->b, big, ""), big, "");
+  LLVMValueRef y = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOLT, ax, f32c(c, 0.5), ""), small, big, "");
+  return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealUNO, x, x, ""), x, y, "");
+}
+
+/* tanh: odd Taylor series below |x| = 0.3 (no cancellation), else
+ * 1 - 2 / (exp(2|x|) + 1) with the sign restored. */
+static LLVMValueRef fast_tanh_f32(CG *c, LLVMValueRef x) {
+  LLVMValueRef ax = intrinsic(c, "llvm.fabs", c->f32, 1, &x);
+  LLVMValueRef x2 = LLVMBuildFMul(c->b, x, x, "");
+  static const double s[] = {1.0, -1.0 / 3, 2.0 / 15, -17.0 / 315, 62.0 / 2835, -1382.0 / 155925};
+  LLVMValueRef small = LLVMBuildFMul(c->b, x, poly(c, x2, s, 6), "");
+  LLVMValueRef e = fast_exp_f32(c, LLVMBuildFMul(c->b, ax, f32c(c, 2.0), ""));
+  LLVMValueRef big = LLVMBuildFSub(c->b, f32c(c, 1.0),
+                                   LLVMBuildFDiv(c->b, f32c(c, 2.0), LLVMBuildFAdd(c->b, e, f32c(c, 1.0), ""), ""), "");
+  LLVMValueRef neg = LLVMBuildFCmp(c->b, LLVMRealOLT, x, f32c(c, 0), "");
+  big = LLVMBuildSelect(c->b, neg, LLVMBuildFNeg(c->b, big, ""), big, "");
+  LLVMValueRef y = LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOLT, ax, f32c(c, 0.3), ""), small, big, "");
+  return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealUNO, x, x, ""), x, y, "");
+}
+
 static LLVMValueRef emit(CG *c, Expr *e);
 
 static LLVMValueRef emit_index(CG *c, Expr *e) {
@@ -114,15 +206,15 @@ static LLVMValueRef emit_un(CG *c, Expr *e) {
     switch (e->op) {
     case U_NEG: return LLVMBuildFNeg(c->b, x, "");
     case U_ABS: return intrinsic(c, "llvm.fabs", t, 1, args);
-    case U_EXP: return intrinsic(c, "llvm.exp", t, 1, args);
+    case U_EXP: return dt == DT_F32 ? fast_exp_f32(c, x) : intrinsic(c, "llvm.exp", t, 1, args);
     case U_LOG: return intrinsic(c, "llvm.log", t, 1, args);
     case U_SQRT: return intrinsic(c, "llvm.sqrt", t, 1, args);
     case U_RECIP: return LLVMBuildFDiv(c->b, fconst(c, t, 1.0), x, "");
-    case U_TANH: return libm(c, "tanh", t, 1, args);
-    case U_ERF: return libm(c, "erf", t, 1, args);
+    case U_TANH: return dt == DT_F32 ? fast_tanh_f32(c, x) : libm(c, "tanh", t, 1, args);
+    case U_ERF: return dt == DT_F32 ? fast_erf_f32(c, x) : libm(c, "erf", t, 1, args);
     case U_SIGMOID: {
       LLVMValueRef n = LLVMBuildFNeg(c->b, x, "");
-      LLVMValueRef ex = intrinsic(c, "llvm.exp", t, 1, &n);
+      LLVMValueRef ex = dt == DT_F32 ? fast_exp_f32(c, n) : intrinsic(c, "llvm.exp", t, 1, &n);
       return LLVMBuildFDiv(c->b, fconst(c, t, 1.0), LLVMBuildFAdd(c->b, fconst(c, t, 1.0), ex, ""), "");
     }
     case U_SIN: return intrinsic(c, "llvm.sin", t, 1, args);

@@ -1,0 +1,1 @@
+Bblocks.0.moe.router.biasJc‹:¿½B0Áh^A+4@
