@@ -51,8 +51,82 @@ static void gemm_level(int f64, const int64_t *p, int lvl, char *a, char *b, cha
     gemm_level(f64, p, lvl + 1, a + i * q[1] * es, b + i * q[2] * es, c + i * q[3] * es);
 }
 
+/* GEMMs are split over matc's own thread pool, and OpenBLAS runs single
+ * threaded inside each piece: OpenBLAS's threads spin after every call and
+ * fight the pool's workers for the cores, which made small GEMMs several
+ * times slower on 2 cores. Split by batch entry when there are enough,
+ * else by rows of C, else by columns. */
+typedef struct {
+  void **ptrs;
+  const int64_t *p;
+  int how;               /* 0 batch, 1 rows, 2 columns */
+  int64_t nbatch;
+} GemmTask;
+
+/* Below this many multiply-adds a GEMM runs on the calling thread. */
+#define GEMM_PARALLEL_MIN (64 * 64 * 64)
+
+static void gemm_batch_index(const int64_t *p, int64_t flat, int64_t off[3]) {
+  off[0] = off[1] = off[2] = 0;
+  for (int l = (int)p[GEMM_NB] - 1; l >= 0; l--) {
+    const int64_t *q = p + GEMM_BATCH + 4 * l;
+    int64_t i = flat % q[0];
+    flat /= q[0];
+    off[0] += i * q[1];
+    off[1] += i * q[2];
+    off[2] += i * q[3];
+  }
+}
+
+static void gemm_task(void **bufs, int64_t lo, int64_t hi) {
+  GemmTask *t = (GemmTask *)bufs;
+  const int64_t *p = t->p;
+  int f64 = p[GEMM_DT] == 11;
+  size_t es = f64 ? 8 : 4;
+  char *a = t->ptrs[0], *b = t->ptrs[1], *c = t->ptrs[2];
+  if (t->how == 0) {
+    for (int64_t i = lo; i < hi; i++) {
+      int64_t off[3];
+      gemm_batch_index(p, i, off);
+      gemm_one(f64, p, a + off[0] * es, b + off[1] * es, c + off[2] * es);
+    }
+    return;
+  }
+  int64_t q[GEMM_NPARAMS];
+  for (int i = 0; i < GEMM_NPARAMS; i++) q[i] = p[i];
+  if (t->how == 1) {
+    q[GEMM_M] = hi - lo;
+    char *a2 = a + (p[GEMM_TA] ? lo : lo * p[GEMM_LDA]) * es;
+    gemm_level(f64, q, 0, a2, b, c + lo * p[GEMM_LDC] * es);
+  } else {
+    q[GEMM_N] = hi - lo;
+    char *b2 = b + (p[GEMM_TB] ? lo * p[GEMM_LDB] : lo) * es;
+    gemm_level(f64, q, 0, a, b2, c + lo * es);
+  }
+}
+
 void matc_rt_gemm(void **ptrs, const int64_t *p) {
-  gemm_level(p[GEMM_DT] == 11, p, 0, ptrs[0], ptrs[1], ptrs[2]);
+  static int blas_single;
+  if (!blas_single) {
+    openblas_set_num_threads(1);
+    blas_single = 1;
+  }
+  int f64 = p[GEMM_DT] == 11;
+  int64_t nbatch = 1;
+  for (int l = 0; l < p[GEMM_NB]; l++) nbatch *= p[GEMM_BATCH + 4 * l];
+  int64_t work = nbatch * p[GEMM_M] * p[GEMM_N] * p[GEMM_K];
+  int nt = matc_rt_threads();
+  if (nt <= 1 || work < GEMM_PARALLEL_MIN) {
+    gemm_level(f64, p, 0, ptrs[0], ptrs[1], ptrs[2]);
+    return;
+  }
+  GemmTask t = {ptrs, p, 0, nbatch};
+  int64_t n;
+  if (nbatch >= 2 * nt) { t.how = 0; n = nbatch; }
+  else if (p[GEMM_M] >= 16 * nt) { t.how = 1; n = p[GEMM_M]; }
+  else { t.how = 2; n = p[GEMM_N]; }
+  /* cost 1 << 20 per index: always worth splitting at this size */
+  matc_rt_parallel_for(gemm_task, (void **)&t, n, 1 << 20);
 }
 
 /* TopK keeps the k best of each row by partial insertion: k is small in

@@ -113,6 +113,11 @@ static double now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
 static const Pass front_passes[] = {
     {"infer-shapes", infer_shapes},
 };
@@ -199,15 +204,19 @@ static int cmd_run(Options *o) {
     if (x->bufs[bound[i]] && v->kind == V_INPUT)
       memcpy(x->bufs[bound[i]], ins[i].data, (size_t)tensor_nelem(&ins[i]) * dt_size(ins[i].dt));
   }
-  double best = 1e300;
-  for (int r = 0; r < (o->repeat > 0 ? o->repeat : 1); r++) {
+  int reps = o->repeat > 0 ? o->repeat : 1;
+  double *times = calloc(reps, sizeof(double));
+  for (int r = 0; r < reps; r++) {
     double s = now_ms();
     exec_run(x);
-    double e = now_ms() - s;
-    if (e < best) best = e;
+    times[r] = now_ms() - s;
   }
-  if (o->verbose || o->repeat > 1)
-    fprintf(stderr, "compile %.1f ms, run %.3f ms (best of %d)\n", t1 - t0, best, o->repeat);
+  if (o->verbose || reps > 1) {
+    qsort(times, reps, sizeof(double), cmp_double);
+    fprintf(stderr, "compile %.1f ms, run median %.3f ms, best %.3f ms (%d runs)\n", t1 - t0,
+            times[reps / 2], times[0], reps);
+  }
+  free(times);
   int bad = 0;
   if (nout > 0 && nout != g->noutputs) {
     printf("the data has %d outputs, the model %d\n", nout, g->noutputs);
