@@ -44,3 +44,17 @@ foreach(src ${unit_tests})
   set_target_properties(unit_${t} PROPERTIES ENABLE_EXPORTS ON)
   matc_test(unit/${t} unit_${t})
 endforeach()
+
+# The same bad inputs and the bundled models under AddressSanitizer and
+# UndefinedBehaviorSanitizer, when tools/test.sh built a sanitizer binary.
+set(MATC_ASAN_BINARY "" CACHE FILEPATH "matc built with -DMATC_SANITIZE=ON, for the sanitizer tests")
+if(MATC_ASAN_BINARY)
+  matc_test(asan/bad-inputs sh ${MATC_SRC}/tests/bad_inputs.sh ${MATC_ASAN_BINARY} ${MATC_SRC}/tests/data/bad)
+  foreach(m mlp vgg-small bert-mini switch-mini)
+    if(EXISTS ${MATC_SRC}/models/${m}/model.onnx)
+      matc_test(asan/model/${m} ${MATC_ASAN_BINARY} run ${MATC_SRC}/models/${m}/model.onnx
+        --data ${MATC_SRC}/models/${m}/test_data_set_0 --rtol 1e-4 --atol 1e-5)
+    endif()
+  endforeach()
+  set_tests_properties(asan/bad-inputs PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1;UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
+endif()

@@ -153,34 +153,19 @@ static int compare(const char *name, const Tensor *want, const void *got, DType 
   return bad ? 1 : 0;
 }
 
-static int cmd_run(Options *o) {
-  if (!o->data) return usage("run needs --data DIR");
-  Graph *g = graph_new(o->model);
-  g->dump_after = o->dump_after;
-  g->verbose = o->verbose;
-  int rc = import_onnx(g, o->model);
-  if (rc) { int e = report(g, rc); graph_free(g); return e; }
-  Tensor *ins, *outs;
-  const char **in_names, **out_names;
-  int nin, nout;
-  rc = read_tensors(g, o->data, "input", &ins, &in_names, &nin);
-  if (!rc) rc = read_tensors(g, o->data, "output", &outs, &out_names, &nout);
-  if (rc) { int e = report(g, rc); graph_free(g); return e; }
+/* Binds DIR's input tensors to the graph inputs: by name, else by position. */
+static int bind_data(Graph *g, const char *dir, Tensor *ins, const char **names, int nin, int *bound) {
   if (nin == 0 && g->ninputs > 0) {
-    fprintf(stderr, "matc: %s: no input_0.pb in %s\n", o->model, o->data);
-    graph_free(g);
+    fprintf(stderr, "matc: %s: no input_0.pb in %s\n", g->path, dir);
     return 1;
   }
-  /* Inputs are matched by name, else by position. */
-  int *bound = calloc(nin + 1, sizeof(int));
   for (int i = 0; i < nin; i++) {
     int v = -1;
     for (int j = 0; j < g->ninputs; j++)
-      if (in_names[i][0] && strcmp(g->vals[g->inputs[j]].name, in_names[i]) == 0) v = g->inputs[j];
+      if (names[i][0] && strcmp(g->vals[g->inputs[j]].name, names[i]) == 0) v = g->inputs[j];
     if (v < 0 && i < g->ninputs) v = g->inputs[i];
     if (v < 0) {
-      fprintf(stderr, "matc: %s/input_%d.pb: the model has no input '%s'\n", o->data, i, in_names[i]);
-      graph_free(g);
+      fprintf(stderr, "matc: %s/input_%d.pb: the model has no input '%s'\n", dir, i, names[i]);
       return 1;
     }
     g->vals[v].data = &ins[i];
@@ -188,35 +173,14 @@ static int cmd_run(Options *o) {
   }
   for (int j = 0; j < g->ninputs; j++)
     if (!g->vals[g->inputs[j]].data) {
-      fprintf(stderr, "matc: %s: no data for input '%s'\n", o->data, g->vals[g->inputs[j]].name);
-      graph_free(g);
+      fprintf(stderr, "matc: %s: no data for input '%s'\n", dir, g->vals[g->inputs[j]].name);
       return 1;
     }
-  double t0 = now_ms();
-  rc = bind_inputs(g, o->batch);
-  if (!rc) rc = run_passes(g, front_passes, 1);
-  Exec *x = NULL;
-  if (!rc) rc = exec_new(g, &x);
-  if (rc) { int e = report(g, rc); graph_free(g); free(bound); return e; }
-  double t1 = now_ms();
-  for (int i = 0; i < nin; i++) {
-    Value *v = &g->vals[bound[i]];
-    if (x->bufs[bound[i]] && v->kind == V_INPUT)
-      memcpy(x->bufs[bound[i]], ins[i].data, (size_t)tensor_nelem(&ins[i]) * dt_size(ins[i].dt));
-  }
-  int reps = o->repeat > 0 ? o->repeat : 1;
-  double *times = calloc(reps, sizeof(double));
-  for (int r = 0; r < reps; r++) {
-    double s = now_ms();
-    exec_run(x);
-    times[r] = now_ms() - s;
-  }
-  if (o->verbose || reps > 1) {
-    qsort(times, reps, sizeof(double), cmp_double);
-    fprintf(stderr, "compile %.1f ms, run median %.3f ms, best %.3f ms (%d runs)\n", t1 - t0,
-            times[reps / 2], times[0], reps);
-  }
-  free(times);
+  return 0;
+}
+
+/* Compares the graph outputs with the reference tensors; 1 on mismatch. */
+static int check_outputs(Graph *g, Exec *x, Tensor *outs, int nout, double rtol, double atol) {
   int bad = 0;
   if (nout > 0 && nout != g->noutputs) {
     printf("the data has %d outputs, the model %d\n", nout, g->noutputs);
@@ -237,8 +201,7 @@ static int cmd_run(Options *o) {
       bad = 1;
       continue;
     }
-    void *p = x->bufs[v];
-    bad |= compare(val->name, &outs[i], p, val->dt, o->rtol, o->atol);
+    bad |= compare(val->name, &outs[i], x->bufs[v], val->dt, rtol, atol);
   }
   if (nout == 0) {
     for (int i = 0; i < g->noutputs; i++) {
@@ -248,6 +211,51 @@ static int cmd_run(Options *o) {
       printf("]\n");
     }
   }
+  return bad;
+}
+
+static int cmd_run(Options *o) {
+  if (!o->data) return usage("run needs --data DIR");
+  Graph *g = graph_new(o->model);
+  g->dump_after = o->dump_after;
+  g->verbose = o->verbose;
+  Tensor *ins = NULL, *outs = NULL;
+  const char **in_names = NULL, **out_names = NULL;
+  int nin = 0, nout = 0, status = 1;
+  int *bound = NULL;
+  Exec *x = NULL;
+  int rc = import_onnx(g, o->model);
+  if (!rc) rc = read_tensors(g, o->data, "input", &ins, &in_names, &nin);
+  if (!rc) rc = read_tensors(g, o->data, "output", &outs, &out_names, &nout);
+  if (rc) { status = report(g, rc); goto done; }
+  bound = calloc(nin + 1, sizeof(int));
+  if (bind_data(g, o->data, ins, in_names, nin, bound)) goto done;
+  double t0 = now_ms();
+  rc = bind_inputs(g, o->batch);
+  if (!rc) rc = run_passes(g, front_passes, 1);
+  if (!rc) rc = exec_new(g, &x);
+  if (rc) { status = report(g, rc); goto done; }
+  double t1 = now_ms();
+  for (int i = 0; i < nin; i++) {
+    Value *v = &g->vals[bound[i]];
+    if (x->bufs[bound[i]] && v->kind == V_INPUT)
+      memcpy(x->bufs[bound[i]], ins[i].data, (size_t)tensor_nelem(&ins[i]) * dt_size(ins[i].dt));
+  }
+  int reps = o->repeat > 0 ? o->repeat : 1;
+  double *times = calloc(reps, sizeof(double));
+  for (int r = 0; r < reps; r++) {
+    double s = now_ms();
+    exec_run(x);
+    times[r] = now_ms() - s;
+  }
+  if (o->verbose || reps > 1) {
+    qsort(times, reps, sizeof(double), cmp_double);
+    fprintf(stderr, "compile %.1f ms, run median %.3f ms, best %.3f ms (%d runs)\n", t1 - t0,
+            times[reps / 2], times[0], reps);
+  }
+  free(times);
+  status = check_outputs(g, x, outs, nout, o->rtol, o->atol);
+done:
   exec_free(x);
   graph_free(g);
   free(bound);
@@ -255,7 +263,7 @@ static int cmd_run(Options *o) {
   free(outs);
   free(in_names);
   free(out_names);
-  return bad ? 1 : 0;
+  return status;
 }
 
 static int cmd_inspect(Options *o) {
