@@ -58,3 +58,6 @@ if(MATC_ASAN_BINARY)
   endforeach()
   set_tests_properties(asan/bad-inputs PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1;UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
 endif()
+
+# Fusion turns an elementwise chain plus transpose into one kernel.
+matc_test(fusion sh ${MATC_SRC}/tests/fusion.sh $<TARGET_FILE:matc> ${MATC_SRC}/tests/data/fusion)

@@ -1,8 +1,10 @@
 #!/usr/bin/python3
-"""Writes the small malformed models and data that tests/bad_inputs.sh feeds
-to matc. Developer tool (needs python3-onnx); the outputs are committed.
+"""Writes the small test models and data under tests/data: the malformed
+models and data that tests/bad_inputs.sh feeds to matc (bad/), and a chain
+of elementwise ops for the fusion test (fusion/). Developer tool (needs
+python3-onnx); the outputs are committed.
 
-usage: tools/make_bad_inputs.py [OUTDIR]   (default tests/data/bad)
+usage: tools/make_test_data.py [OUTDIR]   (default tests/data)
 """
 import os
 import sys
@@ -11,7 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "data", "bad")
+root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "data")
+out = os.path.join(root, "bad")
 os.makedirs(out, exist_ok=True)
 
 
@@ -60,4 +63,22 @@ for name, arr in [("wrong_shape", np.ones((2, 5), np.float32)),
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
     tensor(os.path.join(d, "input_0.pb"), arr, "x")
-print("wrote", out)
+# Fusion: tanh(x*x + b) then a transpose: one kernel after fusion.
+rng = np.random.default_rng(7)
+fx = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8, 16])
+fy = helper.make_tensor_value_info("y", TensorProto.FLOAT, [16, 4, 8])
+b = rng.standard_normal(16).astype(np.float32)
+fusion = helper.make_model(helper.make_graph([
+    helper.make_node("Mul", ["x", "x"], ["a"], name="mul"),
+    helper.make_node("Add", ["a", "b"], ["c"], name="add"),
+    helper.make_node("Tanh", ["c"], ["d"], name="tanh"),
+    helper.make_node("Transpose", ["d"], ["y"], name="transpose", perm=[2, 0, 1])],
+    "fusion", [fx], [fy], [numpy_helper.from_array(b, "b")]),
+    opset_imports=[helper.make_opsetid("", 13)])
+fdir = os.path.join(root, "fusion")
+os.makedirs(os.path.join(fdir, "test_data_set_0"), exist_ok=True)
+onnx.save(fusion, os.path.join(fdir, "model.onnx"))
+xv = rng.standard_normal((4, 8, 16)).astype(np.float32)
+tensor(os.path.join(fdir, "test_data_set_0", "input_0.pb"), xv, "x")
+tensor(os.path.join(fdir, "test_data_set_0", "output_0.pb"), np.tanh(xv * xv + b).transpose(2, 0, 1), "y")
+print("wrote", root)
