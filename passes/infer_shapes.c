@@ -22,7 +22,7 @@ static int foldable_input(Graph *g, int v) {
 
 static int fold_node(Graph *g, int i) {
   Node *n = &g->nodes[i];
-  int k0 = g->nkernels;
+  int k0 = g->nkernels, nv0 = g->nvals;
   int rc = op_table[n->op].lower(g, i);
   if (rc) return rc;
   void **ptrs = calloc(g->nvals, sizeof(void *));
@@ -47,6 +47,19 @@ static int fold_node(Graph *g, int i) {
     }
     ptrs[o] = t->data;
     v->data = t;
+  }
+  /* Scratch values the lowering made (Softmax's row maxima...), then views
+   * of other values (Einsum's reshaped operands). */
+  for (int v = nv0; v < g->nvals; v++) {
+    Value *x = &g->vals[v];
+    if (x->alias_of >= 0 || ptrs[v]) continue;
+    size_t bytes = (size_t)value_nelem(x) * dt_size(x->dt);
+    ptrs[v] = arena_alloc(g->arena, bytes ? bytes : 1);
+  }
+  for (int v = nv0; v < g->nvals; v++) {
+    Value *x = &g->vals[v];
+    if (x->alias_of >= 0 && ptrs[x->alias_of])
+      ptrs[v] = (char *)ptrs[x->alias_of] + x->alias_off * dt_size(g->vals[x->alias_of].dt);
   }
   rc = kernels_interpret(g, k0, g->nkernels, ptrs);
   free(ptrs);

@@ -1,8 +1,13 @@
-/* linalg.c: MatMul and Gemm. Both become one extern GEMM kernel (OpenBLAS)
- * over the broadcast batch dims; Gemm's C term is a loop kernel that
- * initialises the output before the GEMM accumulates into it. */
+/* linalg.c: MatMul, Gemm and Einsum. MatMul and Gemm become one extern
+ * GEMM kernel (OpenBLAS) over the broadcast batch dims; Gemm's C term is a
+ * loop kernel that initialises the output before the GEMM accumulates into
+ * it. Einsum is a GEMM (plus transposes) when the equation is a batched
+ * matrix product, else one summing loop kernel. */
 #include "../matc_internal.h"
 #include "../../runtime/rt.h"
+
+#include <stdio.h>
+#include <string.h>
 
 static int check_float(Graph *g, int node, int j) {
   DType dt = g->vals[g->nodes[node].in[j]].dt;
@@ -126,4 +131,283 @@ int lower_gemm(Graph *g, int node) {
   }
   return emit_matmul(g, node, n->in[0], (int)attr_i(n, "transA", 0), n->in[1],
                      (int)attr_i(n, "transB", 0), out, alpha, has_c ? 1.0 : 0.0);
+}
+
+/* ---------------------------------------------------------------- Einsum */
+
+/* Labels: 'A'-'Z' are 0-25, 'a'-'z' 26-51 (so ids sort like ASCII, as the
+ * implicit output's alphabetical order needs), the dims an ellipsis covers
+ * 52.. (right-aligned across operands, numpy style). */
+#define EIN_ELL 52
+#define EIN_NLAB (EIN_ELL + MATC_MAX_RANK)
+#define EIN_MAXIN 8
+
+typedef struct {
+  int nop;
+  int nlab[EIN_MAXIN], lab[EIN_MAXIN][MATC_MAX_RANK];
+  int nout, out[EIN_NLAB];
+  int64_t dim[EIN_NLAB];           /* -1 when the label is unused */
+  int count[EIN_NLAB];             /* occurrences over all operands */
+} Einsum;
+
+static int ein_letter(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return 26 + c - 'a';
+  return -1;
+}
+
+/* One subscript term: its letter ids in order, -2 standing for "...". */
+static int ein_term(const char *s, int len, int *ids, int *n) {
+  *n = 0;
+  for (int i = 0; i < len; i++) {
+    if (*n >= MATC_MAX_RANK + 1) return -1;
+    if (s[i] == '.') {
+      if (i + 2 >= len || s[i + 1] != '.' || s[i + 2] != '.') return -1;
+      for (int j = 0; j < *n; j++)
+        if (ids[j] == -2) return -1;
+      ids[(*n)++] = -2;
+      i += 2;
+    } else if ((ids[*n] = ein_letter(s[i])) >= 0) {
+      (*n)++;
+    } else {
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int parse_einsum(Graph *g, int node, Einsum *e) {
+  Node *n = &g->nodes[node];
+  const char *eq = attr_s(n, "equation", NULL);
+  if (!eq) return fail(g, node, -1, "attribute 'equation' is missing");
+  char s[512];
+  int len = 0;
+  for (const char *p = eq; *p && len < (int)sizeof s - 1; p++)
+    if (*p != ' ') s[len++] = *p;
+  s[len] = 0;
+  const char *arrow = strstr(s, "->");
+  int lhs_len = arrow ? (int)(arrow - s) : len;
+  memset(e, 0, sizeof *e);
+  for (int l = 0; l < EIN_NLAB; l++) e->dim[l] = -1;
+  int terms[EIN_MAXIN][MATC_MAX_RANK + 1], nterm[EIN_MAXIN], ell[EIN_MAXIN], E = 0;
+  for (int start = 0, i = 0; i <= lhs_len; i++) {
+    if (i < lhs_len && s[i] != ',') continue;
+    if (e->nop == EIN_MAXIN) return unsupported(g, node, -1, "more than %d operands", EIN_MAXIN);
+    if (ein_term(s + start, i - start, terms[e->nop], &nterm[e->nop]))
+      return fail(g, node, -1, "bad equation '%s'", eq);
+    e->nop++;
+    start = i + 1;
+  }
+  if (e->nop != n->nin) return fail(g, node, -1, "equation has %d operands, node %d inputs", e->nop, n->nin);
+  for (int j = 0; j < e->nop; j++) {
+    if (n->in[j] < 0) return fail(g, node, j, "input is missing");
+    int r = g->vals[n->in[j]].rank, nl = nterm[j], has = 0;
+    for (int t = 0; t < nl; t++) has |= terms[j][t] == -2;
+    ell[j] = has ? r - (nl - 1) : 0;
+    if (ell[j] < 0 || (!has && nl != r))
+      return fail(g, node, j, "rank %d does not match its subscripts", r);
+    if (ell[j] > E) E = ell[j];
+  }
+  for (int j = 0; j < e->nop; j++) {
+    Value *x = &g->vals[n->in[j]];
+    int p = 0;
+    for (int t = 0; t < nterm[j]; t++) {
+      if (terms[j][t] == -2) {
+        for (int q = 0; q < ell[j]; q++) e->lab[j][p++] = EIN_ELL + E - ell[j] + q;
+      } else {
+        e->lab[j][p++] = terms[j][t];
+      }
+    }
+    e->nlab[j] = p;
+    for (p = 0; p < e->nlab[j]; p++) {
+      int l = e->lab[j][p];
+      int64_t d = x->dims[p];
+      e->count[l]++;
+      if (e->dim[l] < 0 || e->dim[l] == 1) e->dim[l] = d;
+      else if (d != 1 && d != e->dim[l])
+        return fail(g, node, j, "dimension %d is %lld, elsewhere %lld", p, (long long)d,
+                    (long long)e->dim[l]);
+    }
+  }
+  if (arrow) {
+    int ids[MATC_MAX_RANK + 1], nl;
+    if (ein_term(arrow + 2, len - lhs_len - 2, ids, &nl)) return fail(g, node, -1, "bad equation '%s'", eq);
+    char seen[EIN_NLAB] = {0};
+    for (int t = 0; t < nl; t++) {
+      if (ids[t] == -2) {
+        for (int q = 0; q < E; q++) e->out[e->nout++] = EIN_ELL + q;
+        continue;
+      }
+      if (e->dim[ids[t]] < 0 || seen[ids[t]])
+        return fail(g, node, -1, "output subscripts of '%s' are unknown or repeated", eq);
+      seen[ids[t]] = 1;
+      e->out[e->nout++] = ids[t];
+    }
+  } else {
+    /* Implicit output: the broadcast dims, then the letters seen once. */
+    for (int q = 0; q < E; q++) e->out[e->nout++] = EIN_ELL + q;
+    for (int l = 0; l < EIN_ELL; l++)
+      if (e->count[l] == 1) e->out[e->nout++] = l;
+  }
+  if (e->nout > MATC_MAX_RANK) return unsupported(g, node, -1, "output rank %d is over the limit", e->nout);
+  return MATC_OK;
+}
+
+int infer_einsum(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  if (n->nin < 1) return fail(g, node, -1, "needs an input");
+  Einsum e;
+  int rc = parse_einsum(g, node, &e);
+  if (rc) return rc;
+  DType dt = g->vals[n->in[0]].dt;
+  for (int j = 1; j < n->nin; j++)
+    if (g->vals[n->in[j]].dt != dt) return fail(g, node, j, "data type does not match input 0's");
+  int64_t d[MATC_MAX_RANK];
+  for (int i = 0; i < e.nout; i++) d[i] = e.dim[e.out[i]];
+  value_set(&g->vals[n->out[0]], dt, e.nout, d);
+  return MATC_OK;
+}
+
+static int ein_scratch(Graph *g, int node, const char *what, int alias_of, int rank, const int64_t *dims) {
+  char name[256];
+  snprintf(name, sizeof name, "%s/%s", g->nodes[node].name, what);
+  int v = graph_add_value(g, name);
+  DType dt = g->vals[g->nodes[node].out[0]].dt;
+  value_set(&g->vals[v], dt, rank, dims);
+  g->vals[v].kind = V_ACT;
+  g->vals[v].producer = node;
+  g->vals[v].alias_of = alias_of;
+  return v;
+}
+
+/* The direct loop: out[out labels] = sum over the other labels of the
+ * product of the operands. Handles every equation (diagonals, traces,
+ * broadcasting: a size-1 dim gets stride 0); GEMM-shaped ones take the
+ * faster path below. */
+static int ein_loop(Graph *g, int node, int nop, const int *vals, int (*lab)[MATC_MAX_RANK],
+                    const int *nlab, int out, const int *olab, int nout, const int64_t *dim) {
+  int var[EIN_NLAB], nv = 0;
+  int64_t ext[EIN_NLAB] = {0};
+  for (int l = 0; l < EIN_NLAB; l++) var[l] = -1;
+  for (int i = 0; i < nout; i++) { var[olab[i]] = nv; ext[nv++] = dim[olab[i]]; }
+  for (int j = 0; j < nop; j++)
+    for (int p = 0; p < nlab[j]; p++)
+      if (var[lab[j][p]] < 0) { var[lab[j][p]] = nv; ext[nv++] = dim[lab[j][p]]; }
+  if (nv > KMAX_VARS) return unsupported(g, node, -1, "more than %d distinct subscripts", KMAX_VARS);
+  Kernel *k = k_loop(g, node, out, nout, ext);
+  shape_strides(nout, ext, k->out_stride);
+  k->nred = nv - nout;
+  for (int i = nout; i < nv; i++) k->ext[i] = ext[i];
+  k->red = k->nred ? R_SUM : R_NONE;
+  Expr *body = NULL;
+  for (int j = 0; j < nop; j++) {
+    /* A scratch operand has merged dims: take its dims from the labels. */
+    Value *x = &g->vals[vals[j]];
+    int64_t xd[EIN_NLAB], xs[EIN_NLAB], st[KMAX_VARS] = {0};
+    for (int p = 0; p < nlab[j]; p++) xd[p] = x->rank == nlab[j] ? x->dims[p] : dim[lab[j][p]];
+    shape_strides(nlab[j], xd, xs);
+    for (int p = 0; p < nlab[j]; p++)
+      if (xd[p] != 1) st[var[lab[j][p]]] += xs[p];
+    Expr *ld = e_load(g, vals[j], 0, st, nv);
+    body = body ? e_bin(g, B_MUL, body, ld) : ld;
+  }
+  k->body = body;
+  return MATC_OK;
+}
+
+static int same_labels(const int *a, int na, const int *b1, int n1, const int *b2, int n2,
+                       const int *b3, int n3) {
+  if (na != n1 + n2 + n3) return 0;
+  for (int i = 0; i < n1; i++) if (a[i] != b1[i]) return 0;
+  for (int i = 0; i < n2; i++) if (a[n1 + i] != b2[i]) return 0;
+  for (int i = 0; i < n3; i++) if (a[n1 + n2 + i] != b3[i]) return 0;
+  return 1;
+}
+
+/* An operand as the [batch, rows, cols] matrix GEMM wants: a view when its
+ * dims already come in that order (or with rows and cols swapped: *t),
+ * else a transposed copy. */
+static int ein_operand(Graph *g, int node, int v, const int *lab, int nl, const int *bl, int nb,
+                       const int *rl, int nr, const int *cl, int nc, const int64_t *dim, int *t) {
+  int64_t B = 1, R = 1, C = 1;
+  for (int i = 0; i < nb; i++) B *= dim[bl[i]];
+  for (int i = 0; i < nr; i++) R *= dim[rl[i]];
+  for (int i = 0; i < nc; i++) C *= dim[cl[i]];
+  *t = 0;
+  if (same_labels(lab, nl, bl, nb, rl, nr, cl, nc))
+    return ein_scratch(g, node, "view", v, 3, (int64_t[]){B, R, C});
+  if (same_labels(lab, nl, bl, nb, cl, nc, rl, nr)) {
+    *t = 1;
+    return ein_scratch(g, node, "view", v, 3, (int64_t[]){B, C, R});
+  }
+  int m = ein_scratch(g, node, "operand", -1, 3, (int64_t[]){B, R, C});
+  int want[3 * MATC_MAX_RANK], nw = 0;
+  for (int i = 0; i < nb; i++) want[nw++] = bl[i];
+  for (int i = 0; i < nr; i++) want[nw++] = rl[i];
+  for (int i = 0; i < nc; i++) want[nw++] = cl[i];
+  int labs[1][MATC_MAX_RANK];
+  memcpy(labs[0], lab, sizeof(int) * nl);
+  /* m's own dims are merged; ein_loop only needs its element order. */
+  if (ein_loop(g, node, 1, &v, labs, &nl, m, want, nw, dim)) return -1;
+  return m;
+}
+
+int lower_einsum(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  Einsum e;
+  int rc = parse_einsum(g, node, &e);
+  if (rc) return rc;
+  int out = n->out[0];
+  DType dt = g->vals[out].dt;
+  /* GEMM path: two float operands, no repeated or broadcast subscripts,
+   * every summed subscript in both operands. */
+  int gemm = e.nop == 2 && (dt == DT_F32 || dt == DT_F64);
+  char in_a[EIN_NLAB] = {0}, in_b[EIN_NLAB] = {0}, in_o[EIN_NLAB] = {0};
+  for (int i = 0; i < e.nout; i++) in_o[e.out[i]] = 1;
+  for (int j = 0; j < e.nop && gemm; j++) {
+    Value *x = &g->vals[n->in[j]];
+    for (int p = 0; p < e.nlab[j]; p++) {
+      char *seen = j ? in_b : in_a;
+      int l = e.lab[j][p];
+      if (seen[l] || x->dims[p] != e.dim[l]) gemm = 0;
+      seen[l] = 1;
+    }
+  }
+  int bl[EIN_NLAB], ml[EIN_NLAB], kl[EIN_NLAB], nlist[EIN_NLAB], nb = 0, nm = 0, nk = 0, nn = 0;
+  if (gemm) {
+    for (int p = 0; p < e.nlab[0]; p++) {
+      int l = e.lab[0][p];
+      if (in_b[l] && in_o[l]) bl[nb++] = l;
+      else if (in_b[l]) kl[nk++] = l;
+      else if (in_o[l]) ml[nm++] = l;
+      else gemm = 0;
+    }
+    for (int p = 0; p < e.nlab[1]; p++) {
+      int l = e.lab[1][p];
+      if (!in_a[l] && in_o[l]) nlist[nn++] = l;
+      else if (!in_a[l]) gemm = 0;
+    }
+    gemm = gemm && nk > 0;
+  }
+  if (!gemm)
+    return ein_loop(g, node, e.nop, n->in, e.lab, e.nlab, out, e.out, e.nout, e.dim);
+  int ta, tb;
+  int a = ein_operand(g, node, n->in[0], e.lab[0], e.nlab[0], bl, nb, ml, nm, kl, nk, e.dim, &ta);
+  if (a < 0) return MATC_UNSUPPORTED;
+  int b = ein_operand(g, node, n->in[1], e.lab[1], e.nlab[1], bl, nb, kl, nk, nlist, nn, e.dim, &tb);
+  if (b < 0) return MATC_UNSUPPORTED;
+  /* GEMM writes [batch, M, N]; permute into the output when it differs. */
+  int direct = same_labels(e.out, e.nout, bl, nb, ml, nm, nlist, nn);
+  int64_t B = 1, M = 1, N = 1;
+  for (int i = 0; i < nb; i++) B *= e.dim[bl[i]];
+  for (int i = 0; i < nm; i++) M *= e.dim[ml[i]];
+  for (int i = 0; i < nn; i++) N *= e.dim[nlist[i]];
+  int c = direct ? out : ein_scratch(g, node, "product", -1, 3, (int64_t[]){B, M, N});
+  rc = emit_matmul(g, node, a, ta, b, tb, c, 1.0, 0.0);
+  if (rc || direct) return rc;
+  int clab[1][MATC_MAX_RANK], ncl = 0;
+  for (int i = 0; i < nb; i++) clab[0][ncl++] = bl[i];
+  for (int i = 0; i < nm; i++) clab[0][ncl++] = ml[i];
+  for (int i = 0; i < nn; i++) clab[0][ncl++] = nlist[i];
+  return ein_loop(g, node, 1, &c, clab, &ncl, out, e.out, e.nout, e.dim);
 }
