@@ -693,9 +693,19 @@ int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *e
   LLVMTypeRef pf_ty = LLVMFunctionType(c.vd, (LLVMTypeRef[]){c.ptr, c.ptr, c.i64, c.i64}, 4, 0);
   LLVMValueRef pf = declare(&c, "matc_rt_parallel_for", pf_ty);
   LLVMValueRef argv = LLVMBuildAlloca(c.b, LLVMArrayType(c.ptr, KMAX_EXT_ARGS), "argv");
+  /* With profiling on, every kernel call is bracketed by timer calls. */
+  LLVMTypeRef prof_ty = LLVMFunctionType(c.vd, (LLVMTypeRef[]){c.i64}, 1, 0);
+  LLVMValueRef prof_begin = g->profile ? declare(&c, "matc_rt_prof_begin", prof_ty) : NULL;
+  LLVMValueRef prof_end = g->profile ? declare(&c, "matc_rt_prof_end", prof_ty) : NULL;
+  int prev = -1;
   for (int i = 0; i < g->nkernels; i++) {
     Kernel *k = &g->kernels[i];
     if (k->dead) continue;
+    if (g->profile) {
+      if (prev >= 0) LLVMBuildCall2(c.b, prof_ty, prof_end, (LLVMValueRef[]){ci64(&c, prev)}, 1, "");
+      LLVMBuildCall2(c.b, prof_ty, prof_begin, (LLVMValueRef[]){ci64(&c, i)}, 1, "");
+      prev = i;
+    }
     if (k->kind == K_LOOP) {
       int64_t n = k->nvar ? k->ext[0] : 1;
       LLVMValueRef args[4] = {kfn[i], bufs, ci64(&c, n), ci64(&c, kernel_cost(k))};
@@ -721,6 +731,8 @@ int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *e
     LLVMValueRef f = declare(&c, extern_names[k->ext_fn], c.ext_ty);
     LLVMBuildCall2(c.b, c.ext_ty, f, (LLVMValueRef[]){argv, gv}, 2, "");
   }
+  if (g->profile && prev >= 0)
+    LLVMBuildCall2(c.b, prof_ty, prof_end, (LLVMValueRef[]){ci64(&c, prev)}, 1, "");
   LLVMBuildRetVoid(c.b);
   free(kfn);
   free(c.base);

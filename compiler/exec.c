@@ -64,3 +64,42 @@ void exec_free(Exec *x) {
   free(x->bufs);
   free(x);
 }
+
+typedef struct {
+  int k;
+  double ns;
+} ProfRow;
+
+static int by_time(const void *a, const void *b) {
+  double x = ((const ProfRow *)a)->ns, y = ((const ProfRow *)b)->ns;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Prints the kernels that took the most time, with their source nodes. */
+void exec_print_profile(Exec *x, FILE *f, int top) {
+  Graph *g = x->g;
+  ProfRow *rows = calloc(g->nkernels + 1, sizeof *rows);
+  double total = 0;
+  int n = 0;
+  for (int i = 0; i < g->nkernels; i++) {
+    double ns;
+    int64_t calls;
+    matc_rt_prof_get(i, &ns, &calls);
+    if (!calls) continue;
+    rows[n].k = i;
+    rows[n].ns = ns / calls;
+    total += rows[n].ns;
+    n++;
+  }
+  qsort(rows, n, sizeof *rows, by_time);
+  fprintf(f, "%-6s %-10s %8s %6s  %-14s %s\n", "kernel", "kind", "ms/run", "%", "op", "node");
+  for (int i = 0; i < n && i < top; i++) {
+    Kernel *k = &g->kernels[rows[i].k];
+    Node *nd = &g->nodes[k->node];
+    fprintf(f, "k%-5d %-10s %8.3f %5.1f%%  %-14s %s\n", rows[i].k,
+            k->kind == K_EXTERN ? "extern" : k->red ? "reduce" : "loop", rows[i].ns / 1e6,
+            100 * rows[i].ns / (total > 0 ? total : 1), nd->op_type, nd->name);
+  }
+  fprintf(f, "total %.3f ms over %d kernels\n", total / 1e6, n);
+  free(rows);
+}

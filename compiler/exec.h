@@ -16,5 +16,7 @@ typedef struct {
 int exec_new(Graph *g, Exec **out);
 void exec_run(Exec *x);
 void exec_free(Exec *x);
+/* With g->profile set before exec_new: the slowest kernels, per run. */
+void exec_print_profile(Exec *x, FILE *f, int top);
 
 #endif

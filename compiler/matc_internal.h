@@ -136,6 +136,7 @@ typedef struct Graph {
   char err[2048];
   int unsupported;               /* last error is "unsupported", not "wrong" */
   int verbose;
+  int profile;                   /* time every kernel (MATC_PROFILE=1) */
   const char *dump_after;        /* --dump-after=PASS */
 } Graph;
 

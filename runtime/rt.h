@@ -36,6 +36,14 @@ void matc_rt_topk(void **ptrs, const int64_t *p);
 /* memcpy: ptrs = {dst, src}, p[0] = bytes. */
 void matc_rt_copy(void **ptrs, const int64_t *p);
 
+/* Kernel profiling: generated code brackets kernel i with these when
+ * compiled with profiling on; matc_rt_prof_get returns the nanoseconds
+ * and calls accumulated for kernel i. */
+void matc_rt_prof_begin(int64_t i);
+void matc_rt_prof_end(int64_t i);
+void matc_rt_prof_get(int64_t i, double *ns, int64_t *calls);
+void matc_rt_prof_reset(void);
+
 int64_t matc_rt_f64_bits(double x);
 double matc_rt_bits_f64(int64_t b);
 

@@ -219,6 +219,7 @@ static int cmd_run(Options *o) {
   Graph *g = graph_new(o->model);
   g->dump_after = o->dump_after;
   g->verbose = o->verbose;
+  g->profile = getenv("MATC_PROFILE") && *getenv("MATC_PROFILE") == '1';
   Tensor *ins = NULL, *outs = NULL;
   const char **in_names = NULL, **out_names = NULL;
   int nin = 0, nout = 0, status = 1;
@@ -247,6 +248,7 @@ static int cmd_run(Options *o) {
     double s = now_ms();
     exec_run(x);
     times[r] = now_ms() - s;
+    if (r == 0 && reps > 1 && g->profile) matc_rt_prof_reset();   /* drop the cold run */
   }
   if (o->verbose || reps > 1) {
     qsort(times, reps, sizeof(double), cmp_double);
@@ -254,6 +256,7 @@ static int cmd_run(Options *o) {
             times[reps / 2], times[0], reps);
   }
   free(times);
+  if (g->profile) exec_print_profile(x, stderr, 25);
   status = check_outputs(g, x, outs, nout, o->rtol, o->atol);
 done:
   exec_free(x);
