@@ -311,7 +311,7 @@ int infer_nonzero(Graph *g, int node) {
   Node *n = &g->nodes[node];
   if (layout_need_inputs(g, node, 1)) return MATC_ERR;
   Tensor *t = const_value(g, n->in[0]);
-  if (!t) return unsupported(g, node, 0, "NonZero's output shape depends on run-time values");
+  if (!t) return unsupported(g, node, 0, "the output shape of NonZero depends on run-time values");
   int64_t cnt = 0, total = tensor_nelem(t), d[2] = {t->rank, 0};
   for (int64_t i = 0; i < total; i++) cnt += tensor_get_f(t, i) != 0;
   d[1] = cnt;
@@ -332,7 +332,7 @@ static int compress_params(Graph *g, int node, int *axis, int64_t *len) {
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]];
   Tensor *c = const_value(g, n->in[1]);
-  if (!c) return unsupported(g, node, 1, "Compress's output shape depends on this run-time condition");
+  if (!c) return unsupported(g, node, 1, "the output shape of Compress depends on this run-time condition");
   const Attr *a = attr_get(n, "axis");
   *axis = a ? norm_axis(a->i, x->rank) : -1;
   if (a && *axis < 0) return fail(g, node, -1, "axis is out of range");
@@ -394,7 +394,7 @@ int lower_compress(Graph *g, int node) {
 }
 
 int infer_unique(Graph *g, int node) {
-  return unsupported(g, node, 0, "Unique's output shape depends on the input's values");
+  return unsupported(g, node, 0, "the output shape of Unique depends on the input values");
 }
 
 int lower_unique(Graph *g, int node) { return infer_unique(g, node); }
