@@ -155,6 +155,7 @@ int infer_constant(Graph *g, int node) {
 
 /* Shape and Size are always known: shapes are static after bind_inputs. */
 int infer_shape_op(Graph *g, int node) {
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]];
   int64_t r = x->rank;
@@ -170,6 +171,7 @@ int infer_shape_op(Graph *g, int node) {
 }
 
 int infer_size_op(Graph *g, int node) {
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
   Node *n = &g->nodes[node];
   Tensor *t = layout_new_tensor(g, DT_I64, 0, NULL);
   *(int64_t *)t->data = value_nelem(&g->vals[n->in[0]]);
@@ -187,6 +189,7 @@ static int set_view_shape(Graph *g, int node, int rank, const int64_t *dims) {
 }
 
 int infer_reshape(Graph *g, int node) {
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]];
   int64_t dims[MATC_MAX_RANK];
@@ -227,6 +230,7 @@ int infer_reshape(Graph *g, int node) {
 }
 
 int infer_flatten(Graph *g, int node) {
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]];
   int axis = (int)attr_i(n, "axis", 1);
@@ -253,6 +257,7 @@ static int get_axes(Graph *g, int node, int64_t *axes, int *naxes) {
 }
 
 int infer_squeeze(Graph *g, int node) {
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]];
   int64_t axes[MATC_MAX_RANK];
@@ -278,6 +283,7 @@ int infer_squeeze(Graph *g, int node) {
 }
 
 int infer_unsqueeze(Graph *g, int node) {
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]];
   int64_t axes[MATC_MAX_RANK];
@@ -324,6 +330,7 @@ static int get_perm(Graph *g, int node, int rank, int *perm) {
 }
 
 int infer_transpose(Graph *g, int node) {
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]];
   int perm[MATC_MAX_RANK];
@@ -416,6 +423,7 @@ static int split_sizes(Graph *g, int node, int *axis, int64_t *sizes) {
     return MATC_OK;
   }
   int64_t parts = attr_i(n, "num_outputs", n->nout);
+  if (parts < 1) return fail(g, node, -1, "needs at least one output");
   if (parts != n->nout) return fail(g, node, -1, "num_outputs is %lld but there are %d outputs",
                                     (long long)parts, n->nout);
   int64_t chunk = attr_get(n, "num_outputs") ? (d + parts - 1) / parts : d / parts;
@@ -490,16 +498,17 @@ static int slice_params(Graph *g, int node, int64_t *first, int64_t *step, int64
     seen[a] = 1;
     int64_t d = x->dims[a], s = st[i], e = en[i], k = np >= 0 ? sp[i] : 1;
     if (k == 0) return fail(g, node, -1, "step is 0");
+    if (k == INT64_MIN) k = -INT64_MAX;
     if (s < 0) s += d;
     if (e < 0) e += d;
     if (k > 0) {
       s = s < 0 ? 0 : s > d ? d : s;
       e = e < 0 ? 0 : e > d ? d : e;
-      len[a] = e > s ? (e - s + k - 1) / k : 0;
+      len[a] = e > s ? (e - s - 1) / k + 1 : 0;
     } else {
       s = s < 0 ? -1 : s > d - 1 ? d - 1 : s;
       e = e < 0 ? -1 : e > d - 1 ? d - 1 : e;
-      len[a] = s > e ? (s - e + (-k) - 1) / (-k) : 0;
+      len[a] = s > e ? (s - e - 1) / (-k) + 1 : 0;
     }
     first[a] = len[a] ? s : 0;
     step[a] = k;
@@ -767,6 +776,7 @@ int infer_range(Graph *g, int node) {
   double start = tensor_get_f(t[0], 0), limit = tensor_get_f(t[1], 0), delta = tensor_get_f(t[2], 0);
   if (delta == 0) return fail(g, node, 2, "delta is 0");
   double cnt = ceil((limit - start) / delta);
+  if (!(cnt < 1e12)) return fail(g, node, -1, "the range is too long");
   int64_t len = cnt > 0 ? (int64_t)cnt : 0;
   value_set(&g->vals[n->out[0]], g->vals[n->in[0]].dt, 1, &len);
   return MATC_OK;

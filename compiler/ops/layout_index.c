@@ -222,11 +222,14 @@ int infer_scatter_elements(Graph *g, int node) {
   if (layout_need_inputs(g, node, 3) || check_index_type(g, node, 1) || scatter_reduction(g, node, &red))
     return MATC_ERR;
   Value *x = &g->vals[n->in[0]], *ix = &g->vals[n->in[1]], *u = &g->vals[n->in[2]];
-  if (norm_axis(attr_i(n, "axis", 0), x->rank) < 0) return fail(g, node, -1, "axis is out of range");
+  int axis = norm_axis(attr_i(n, "axis", 0), x->rank);
+  if (axis < 0) return fail(g, node, -1, "axis is out of range");
   if (u->dt != x->dt) return fail(g, node, 2, "data type does not match the data's");
   if (ix->rank != x->rank || u->rank != x->rank) return fail(g, node, 1, "ranks differ");
-  for (int i = 0; i < x->rank; i++)
+  for (int i = 0; i < x->rank; i++) {
     if (u->dims[i] != ix->dims[i]) return fail(g, node, 2, "updates and indices differ in shape");
+    if (i != axis && ix->dims[i] > x->dims[i]) return fail(g, node, 1, "indices dim %d exceeds the data's", i);
+  }
   value_set(&g->vals[n->out[0]], x->dt, x->rank, x->dims);
   return MATC_OK;
 }
