@@ -30,6 +30,7 @@ typedef struct {
   LLVMValueRef *base;                   /* per value: base pointer, or NULL */
   LLVMValueRef var[KMAX_VARS];          /* allocas of the loop vars */
   LLVMValueRef acc;                     /* value of the accumulator in post */
+  LLVMValueRef in_scope;                /* !alias.scope for loads, or NULL */
   /* memo of emitted expressions within one emission of a body */
   Expr **memo_e;
   LLVMValueRef *memo_v;
@@ -193,6 +194,7 @@ static LLVMValueRef emit_load(CG *c, Expr *e) {
   LLVMTypeRef mt = mem_ty(c, dt);
   LLVMValueRef p = LLVMBuildGEP2(c->b, mt, base, (LLVMValueRef[]){emit_index(c, e)}, 1, "");
   LLVMValueRef x = LLVMBuildLoad2(c->b, mt, p, "");
+  if (c->in_scope) LLVMSetMetadata(x, LLVMGetMDKindIDInContext(c->cx, "alias.scope", 11), c->in_scope);
   if (dt == DT_BOOL) x = LLVMBuildICmp(c->b, LLVMIntNE, x, LLVMConstInt(c->i8, 0, 0), "");
   return x;
 }
@@ -546,6 +548,25 @@ static void emit_loop_kernel(CG *c, Kernel *k, int idx) {
   char *used = calloc(g->nvals, 1);
   collect_vals(k->body, used);
   collect_vals(k->post, used);
+  /* When no load shares the output's storage (the usual case: every value
+   * that is not a view owns its buffer), tell LLVM so: loop-invariant
+   * loads, such as a Gather's index, can then leave the inner loop and
+   * the loop vectorizes. */
+  int disjoint = !used[k->out];
+  for (int v = 0; v < g->nvals && disjoint; v++)
+    if (used[v] && g->vals[v].alias_of >= 0 && g->vals[v].alias_of == k->out) disjoint = 0;
+  if (g->vals[k->out].alias_of >= 0) disjoint = 0;
+  c->in_scope = NULL;
+  LLVMValueRef out_noalias = NULL;
+  if (disjoint) {
+    char nm[48];
+    snprintf(nm, sizeof nm, "matc.k%d", idx);
+    LLVMMetadataRef dom = LLVMMDNodeInContext2(c->cx, (LLVMMetadataRef[]){LLVMMDStringInContext2(c->cx, nm, strlen(nm))}, 1);
+    strcat(nm, ".in");
+    LLVMMetadataRef sc = LLVMMDNodeInContext2(c->cx, (LLVMMetadataRef[]){LLVMMDStringInContext2(c->cx, nm, strlen(nm)), dom}, 2);
+    LLVMMetadataRef list = LLVMMDNodeInContext2(c->cx, &sc, 1);
+    c->in_scope = out_noalias = LLVMMetadataAsValue(c->cx, list);
+  }
   used[k->out] = 1;
   memset(c->base, 0, sizeof(LLVMValueRef) * g->nvals);
   for (int v = 0; v < g->nvals; v++) {
@@ -633,7 +654,9 @@ static void emit_loop_kernel(CG *c, Kernel *k, int idx) {
   if (k->out_dt == DT_BOOL) val = LLVMBuildZExt(c->b, val, c->i8, "");
   LLVMTypeRef mt = mem_ty(c, k->out_dt);
   LLVMValueRef p = LLVMBuildGEP2(c->b, mt, c->base[k->out], &oidx, 1, "");
-  LLVMBuildStore(c->b, val, p);
+  LLVMValueRef st = LLVMBuildStore(c->b, val, p);
+  if (out_noalias) LLVMSetMetadata(st, LLVMGetMDKindIDInContext(c->cx, "noalias", 7), out_noalias);
+  c->in_scope = NULL;
   if (k->nvar == 0) {
     LLVMBuildBr(c->b, loops[0].exit);
     LLVMPositionBuilderAtEnd(c->b, loops[0].exit);

@@ -280,7 +280,9 @@ typedef enum { R_NONE, R_SUM, R_PROD, R_MAX, R_MIN, R_ARGMAX, R_ARGMIN } ReduceK
 #define MATC_EXTERNS(X) \
   X(gemm, matc_rt_gemm)         /* batched (d|s)gemm, see runtime/rt.h */ \
   X(topk, matc_rt_topk) \
-  X(copy, matc_rt_copy)
+  X(copy, matc_rt_copy) \
+  X(scatter_elements, matc_rt_scatter_elements) \
+  X(scatter_nd, matc_rt_scatter_nd)
 
 enum {
 #define X(n, fn) EXT_##n,

@@ -312,6 +312,12 @@ int import_onnx(Graph *g, const char *path) {
     const char *d = m->opset_import[i]->domain;
     if (!d || !*d || strcmp(d, "ai.onnx") == 0) g->opset = (int)m->opset_import[i]->version;
   }
+  if (g->opset == 0 && m->n_opset_import > 0) {
+    /* Valid ONNX (e.g. only ai.onnx.preview.training), just not matc's. */
+    rc = unsupported(g, -1, -1, "the model imports only opset domain '%s', not the default one",
+                     m->opset_import[0]->domain);
+    goto out;
+  }
   if (g->opset == 0) {
     rc = fail(g, -1, -1, "the model imports no version of the default ONNX opset");
     goto out;

@@ -171,3 +171,85 @@ void matc_rt_topk(void **ptrs, const int64_t *p) {
 void matc_rt_copy(void **ptrs, const int64_t *p) {
   if (p[0] > 0) memmove(ptrs[0], ptrs[1], (size_t)p[0]);
 }
+
+/* dst[di] op= src[si] for one element of ONNX type dt. Bool add/mul are
+ * or/and. */
+#define SCAT_CASE(code, T)                                                  \
+  case code: {                                                              \
+    T *d = (T *)dst + di, u = ((const T *)src)[si];                        \
+    switch (red) {                                                          \
+    case SCAT_ADD: *d = (T)(*d + u); break;                                 \
+    case SCAT_MUL: *d = (T)(*d * u); break;                                 \
+    case SCAT_MAX: *d = *d > u ? *d : u; break;                             \
+    case SCAT_MIN: *d = *d < u ? *d : u; break;                             \
+    default: *d = u; break;                                                 \
+    }                                                                       \
+    break;                                                                  \
+  }
+
+static void scat_apply(int64_t dt, int64_t red, void *dst, int64_t di, const void *src, int64_t si) {
+  if (dt == 9) {   /* bool */
+    uint8_t *d = (uint8_t *)dst + di, u = ((const uint8_t *)src)[si] != 0;
+    *d = red == SCAT_ADD || red == SCAT_MAX ? (*d || u) : red == SCAT_NONE ? u : (*d && u);
+    return;
+  }
+  switch (dt) {
+    SCAT_CASE(1, float)
+    SCAT_CASE(11, double)
+    SCAT_CASE(7, int64_t)
+    SCAT_CASE(6, int32_t)
+    SCAT_CASE(5, int16_t)
+    SCAT_CASE(3, int8_t)
+    SCAT_CASE(2, uint8_t)
+    SCAT_CASE(4, uint16_t)
+    SCAT_CASE(12, uint32_t)
+    SCAT_CASE(13, uint64_t)
+  default: break;
+  }
+}
+
+static int64_t scat_index(const void *idx, int idx64, int64_t i) {
+  return idx64 ? ((const int64_t *)idx)[i] : ((const int32_t *)idx)[i];
+}
+
+void matc_rt_scatter_elements(void **ptrs, const int64_t *p) {
+  int rank = (int)p[SCAT_RANK], axis = (int)p[SCAT_AXIS];
+  const int64_t *dd = p + SCAT_DIMS, *id = p + SCAT_DIMS + SCAT_MAX_RANK;
+  int64_t ds[SCAT_MAX_RANK], n = 1, s = 1;
+  for (int d = rank - 1; d >= 0; d--) {
+    ds[d] = s;
+    s *= dd[d];
+    n *= id[d];
+  }
+  for (int64_t i = 0; i < n; i++) {
+    int64_t rem = i, off = 0, ok = 1;
+    for (int d = rank - 1; d >= 0; d--) {
+      int64_t c = rem % id[d];
+      rem /= id[d];
+      if (d == axis) {
+        c = scat_index(ptrs[1], (int)p[SCAT_IDX64], i);
+        if (c < 0) c += dd[d];
+        ok &= c >= 0 && c < dd[d];
+      }
+      off += c * ds[d];
+    }
+    if (ok) scat_apply(p[SCAT_DT], p[SCAT_RED], ptrs[0], off, ptrs[2], i);
+  }
+}
+
+void matc_rt_scatter_nd(void **ptrs, const int64_t *p) {
+  int64_t k = p[SCND_K], slice = p[SCND_SLICE];
+  const int64_t *dd = p + SCND_DIMS;
+  for (int64_t i = 0; i < p[SCND_N]; i++) {
+    int64_t off = 0, ok = 1;
+    for (int64_t j = 0; j < k; j++) {
+      int64_t c = scat_index(ptrs[1], (int)p[SCND_IDX64], i * k + j);
+      if (c < 0) c += dd[j];
+      ok &= c >= 0 && c < dd[j];
+      off = off * dd[j] + c;
+    }
+    if (!ok) continue;
+    for (int64_t e = 0; e < slice; e++)
+      scat_apply(p[SCND_DT], p[SCND_RED], ptrs[0], off * slice + e, ptrs[2], i * slice + e);
+  }
+}

@@ -33,6 +33,24 @@ void matc_rt_gemm(void **ptrs, const int64_t *p);
 enum { TOPK_DT, TOPK_OUTER, TOPK_N, TOPK_INNER, TOPK_K, TOPK_LARGEST, TOPK_NPARAMS };
 void matc_rt_topk(void **ptrs, const int64_t *p);
 
+/* Scatters updates into out, which already holds a copy of the data;
+ * ptrs = {out, indices, updates}. Indices are int32 or int64 (SCAT_IDX64)
+ * and may be negative; ones still out of range are skipped. dt is the
+ * ONNX data type code. Runs in order, so duplicate indices with a
+ * reduction accumulate. */
+enum { SCAT_NONE, SCAT_ADD, SCAT_MUL, SCAT_MAX, SCAT_MIN };
+/* ScatterElements: out[... idx ...] (axis) op= updates[i], over indices'
+ * shape. Params: data dims then indices dims, SCAT_MAX_RANK each. */
+#define SCAT_MAX_RANK 8
+enum { SCAT_DT, SCAT_RED, SCAT_IDX64, SCAT_RANK, SCAT_AXIS, SCAT_DIMS,
+       SCAT_NPARAMS = SCAT_DIMS + 2 * SCAT_MAX_RANK };
+void matc_rt_scatter_elements(void **ptrs, const int64_t *p);
+/* ScatterND: N index tuples of K entries, each addressing a slab of SLICE
+ * elements; params end with the first K data dims. */
+enum { SCND_DT, SCND_RED, SCND_IDX64, SCND_K, SCND_N, SCND_SLICE, SCND_DIMS,
+       SCND_NPARAMS = SCND_DIMS + SCAT_MAX_RANK };
+void matc_rt_scatter_nd(void **ptrs, const int64_t *p);
+
 /* memcpy: ptrs = {dst, src}, p[0] = bytes. */
 void matc_rt_copy(void **ptrs, const int64_t *p);
 

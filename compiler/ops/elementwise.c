@@ -51,6 +51,15 @@ static int infer_broadcast(Graph *g, int node, int first, DType out_dt) {
   return MATC_OK;
 }
 
+/* Before opset 7, PRelu's slope was not broadcast numpy-style: a 1-D slope
+ * of size C applied along axis 1 (PyTorch's per-channel PReLU exports). */
+static int prelu_channel_slope(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  Value *x = &g->vals[n->in[0]], *s = &g->vals[n->in[1]];
+  return g->opset < 7 && x->rank >= 2 && s->rank == 1 && s->dims[0] > 1 &&
+         s->dims[0] == x->dims[1];
+}
+
 int infer_binary(Graph *g, int node) {
   if (need_inputs(g, node, 2)) return MATC_ERR;
   Node *n = &g->nodes[node];
@@ -59,6 +68,10 @@ int infer_binary(Graph *g, int node) {
   if (n->op == OP_PRelu) {
     /* The slope broadcasts to X (unidirectionally). */
     Value *x = &g->vals[n->in[0]];
+    if (prelu_channel_slope(g, node)) {
+      value_set(&g->vals[n->out[0]], x->dt, x->rank, x->dims);
+      return MATC_OK;
+    }
     if (infer_broadcast(g, node, 0, x->dt)) return MATC_ERR;
     Value *o = &g->vals[n->out[0]];
     if (o->rank != x->rank || shape_nelem(o->rank, o->dims) != value_nelem(x))
@@ -278,6 +291,10 @@ int lower_elementwise(Graph *g, int node) {
     /* Clip's min/max are scalars: load element 0 everywhere. */
     in[j] = v->rank <= rank ? e_load_bcast(g, n->in[j], rank)
                             : e_load(g, n->in[j], 0, (int64_t[KMAX_VARS]){0}, 0);
+  }
+  if (n->op == OP_PRelu && prelu_channel_slope(g, node)) {
+    int64_t st[KMAX_VARS] = {0, 1};
+    in[1] = e_load(g, n->in[1], 0, st, rank);
   }
   if (n->op == OP_Mod && dt_is_float(g->vals[n->in[0]].dt) && !attr_i(n, "fmod", 0))
     return fail(g, node, -1, "Mod on floats needs fmod=1");

@@ -2,11 +2,12 @@
  * Squeeze, Unsqueeze) cost nothing: the output aliases the input, which is
  * always stored contiguously. Transpose, Slice, Concat and friends are
  * loop kernels whose loads have permuted or offset strides. */
-#include "../matc_internal.h"
+#include "layout.h"
 
+#include <math.h>
 #include <string.h>
 
-static Tensor *new_tensor(Graph *g, DType dt, int rank, const int64_t *dims) {
+Tensor *layout_new_tensor(Graph *g, DType dt, int rank, const int64_t *dims) {
   Tensor *t = arena_alloc(g->arena, sizeof *t);
   t->dt = dt;
   t->rank = rank;
@@ -16,8 +17,7 @@ static Tensor *new_tensor(Graph *g, DType dt, int rank, const int64_t *dims) {
   return t;
 }
 
-/* Makes output 0 a compile-time constant and retires the node. */
-static int resolve_const(Graph *g, int node, Tensor *t) {
+int layout_resolve_const(Graph *g, int node, Tensor *t) {
   Node *n = &g->nodes[node];
   Value *o = &g->vals[n->out[0]];
   value_set(o, t->dt, t->rank, t->dims);
@@ -27,6 +27,105 @@ static int resolve_const(Graph *g, int node, Tensor *t) {
   return MATC_OK;
 }
 
+/* ---------------------------------------------------------------- helpers */
+
+void loop_dim(LoopNest *l, int64_t ext, const int64_t *st) {
+  if (ext == 0) l->empty = 1;
+  if (ext == 1) return;
+  MATC_ASSERT(l->n < KMAX_VARS && l->nset <= LOOP_SETS);
+  l->ext[l->n] = ext;
+  for (int s = 0; s < l->nset; s++) l->st[s][l->n] = st[s];
+  l->n++;
+}
+
+void loop_merge(LoopNest *l) {
+  int m = 0;
+  for (int i = 0; i < l->n; i++) {
+    int join = m > 0;
+    for (int s = 0; s < l->nset && join; s++)
+      join = l->st[s][m - 1] == l->st[s][i] * l->ext[i];
+    if (join) {
+      l->ext[m - 1] *= l->ext[i];
+      for (int s = 0; s < l->nset; s++) l->st[s][m - 1] = l->st[s][i];
+    } else {
+      l->ext[m] = l->ext[i];
+      for (int s = 0; s < l->nset; s++) l->st[s][m] = l->st[s][i];
+      m++;
+    }
+  }
+  l->n = m;
+}
+
+Kernel *loop_kernel(Graph *g, int node, const LoopNest *l, int out, int64_t out_off) {
+  Kernel *k = k_loop(g, node, out, l->n, l->ext);
+  k->out_off = out_off;
+  for (int v = 0; v < l->n; v++) k->out_stride[v] = l->st[0][v];
+  return k;
+}
+
+Expr *loop_load(Graph *g, const LoopNest *l, int set, int val, int64_t off) {
+  return e_load(g, val, off, l->st[set], l->n);
+}
+
+static void copy_nest(LoopNest *l, const int64_t *ost, const int64_t *ist, int rank,
+                      const int64_t *ext) {
+  memset(l, 0, sizeof *l);
+  l->nset = 2;
+  for (int i = 0; i < rank; i++) loop_dim(l, ext[i], (int64_t[]){ost[i], ist[i]});
+  loop_merge(l);
+}
+
+void emit_copy(Graph *g, int node, int out, int64_t ooff, const int64_t *ost, int in,
+               int64_t ioff, const int64_t *ist, int rank, const int64_t *ext) {
+  LoopNest l;
+  copy_nest(&l, ost, ist, rank, ext);
+  if (l.empty) return;
+  Kernel *k = loop_kernel(g, node, &l, out, ooff);
+  k->body = loop_load(g, &l, 1, in, ioff);
+}
+
+void copy_or_view(Graph *g, int node, int out, int in, int64_t ioff, const int64_t *ist) {
+  Value *o = &g->vals[out];
+  int64_t ost[MATC_MAX_RANK];
+  shape_strides(o->rank, o->dims, ost);
+  LoopNest l;
+  copy_nest(&l, ost, ist, o->rank, o->dims);
+  if (!l.empty && (l.n == 0 || (l.n == 1 && l.st[1][0] == 1))) {
+    o->alias_of = in;
+    o->alias_off = ioff;
+    return;
+  }
+  emit_copy(g, node, out, 0, ost, in, ioff, ist, o->rank, o->dims);
+}
+
+int known_ints(Graph *g, int node, int j, int64_t *out, int max, int *n) {
+  Tensor *t = known_value(g, g->nodes[node].in[j]);
+  if (!t) return unsupported(g, node, j, "this input must be known at compile time");
+  int64_t cnt = tensor_nelem(t);
+  if (cnt > max) return fail(g, node, j, "has %lld entries, at most %d expected", (long long)cnt, max);
+  for (int64_t i = 0; i < cnt; i++) out[i] = tensor_get_i(t, i);
+  *n = (int)cnt;
+  return MATC_OK;
+}
+
+Expr *index_norm_clamp(Graph *g, Expr *idx, int64_t dim) {
+  Expr *zero = e_consti(g, DT_I64, 0);
+  idx = e_cast(g, DT_I64, idx);
+  idx = e_sel(g, e_bin(g, B_LT, idx, zero), e_bin(g, B_ADD, idx, e_consti(g, DT_I64, dim)), idx);
+  idx = e_bin(g, B_MIN, idx, e_consti(g, DT_I64, dim > 0 ? dim - 1 : 0));
+  return e_bin(g, B_MAX, idx, zero);
+}
+
+int layout_need_inputs(Graph *g, int node, int min) {
+  Node *n = &g->nodes[node];
+  if (n->nin < min) return fail(g, node, -1, "needs %d inputs, has %d", min, n->nin);
+  for (int j = 0; j < min; j++)
+    if (n->in[j] < 0) return fail(g, node, j, "required input is missing");
+  return MATC_OK;
+}
+
+/* ---------------------------------------------------------------- shapes and views */
+
 int infer_constant(Graph *g, int node) {
   Node *n = &g->nodes[node];
   if (n->nattr < 1) return fail(g, node, -1, "Constant has no value attribute");
@@ -34,28 +133,29 @@ int infer_constant(Graph *g, int node) {
   Tensor *t;
   switch (a->type) {
   case A_TENSOR: t = a->t; break;
-  case A_FLOAT: t = new_tensor(g, DT_F32, 0, NULL); *(float *)t->data = a->f; break;
-  case A_INT: t = new_tensor(g, DT_I64, 0, NULL); *(int64_t *)t->data = a->i; break;
+  case A_FLOAT: t = layout_new_tensor(g, DT_F32, 0, NULL); *(float *)t->data = a->f; break;
+  case A_INT: t = layout_new_tensor(g, DT_I64, 0, NULL); *(int64_t *)t->data = a->i; break;
   case A_FLOATS: {
     int64_t d = a->n;
-    t = new_tensor(g, DT_F32, 1, &d);
+    t = layout_new_tensor(g, DT_F32, 1, &d);
     memcpy(t->data, a->floats, sizeof(float) * a->n);
     break;
   }
   case A_INTS: {
     int64_t d = a->n;
-    t = new_tensor(g, DT_I64, 1, &d);
+    t = layout_new_tensor(g, DT_I64, 1, &d);
     memcpy(t->data, a->ints, sizeof(int64_t) * a->n);
     break;
   }
   default:
     return unsupported(g, node, -1, "Constant attribute '%s' of this kind is not supported", a->name);
   }
-  return resolve_const(g, node, t);
+  return layout_resolve_const(g, node, t);
 }
 
 /* Shape and Size are always known: shapes are static after bind_inputs. */
 int infer_shape_op(Graph *g, int node) {
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]];
   int64_t r = x->rank;
@@ -65,16 +165,17 @@ int infer_shape_op(Graph *g, int node) {
   if (start < 0) start = 0;
   if (end > r) end = r;
   int64_t len = end > start ? end - start : 0;
-  Tensor *t = new_tensor(g, DT_I64, 1, &len);
+  Tensor *t = layout_new_tensor(g, DT_I64, 1, &len);
   for (int64_t i = 0; i < len; i++) ((int64_t *)t->data)[i] = x->dims[start + i];
-  return resolve_const(g, node, t);
+  return layout_resolve_const(g, node, t);
 }
 
 int infer_size_op(Graph *g, int node) {
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
   Node *n = &g->nodes[node];
-  Tensor *t = new_tensor(g, DT_I64, 0, NULL);
+  Tensor *t = layout_new_tensor(g, DT_I64, 0, NULL);
   *(int64_t *)t->data = value_nelem(&g->vals[n->in[0]]);
-  return resolve_const(g, node, t);
+  return layout_resolve_const(g, node, t);
 }
 
 static int set_view_shape(Graph *g, int node, int rank, const int64_t *dims) {
@@ -88,6 +189,7 @@ static int set_view_shape(Graph *g, int node, int rank, const int64_t *dims) {
 }
 
 int infer_reshape(Graph *g, int node) {
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]];
   int64_t dims[MATC_MAX_RANK];
@@ -128,6 +230,7 @@ int infer_reshape(Graph *g, int node) {
 }
 
 int infer_flatten(Graph *g, int node) {
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]];
   int axis = (int)attr_i(n, "axis", 1);
@@ -154,6 +257,7 @@ static int get_axes(Graph *g, int node, int64_t *axes, int *naxes) {
 }
 
 int infer_squeeze(Graph *g, int node) {
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]];
   int64_t axes[MATC_MAX_RANK];
@@ -179,6 +283,7 @@ int infer_squeeze(Graph *g, int node) {
 }
 
 int infer_unsqueeze(Graph *g, int node) {
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]];
   int64_t axes[MATC_MAX_RANK];
@@ -225,6 +330,7 @@ static int get_perm(Graph *g, int node, int rank, int *perm) {
 }
 
 int infer_transpose(Graph *g, int node) {
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]];
   int perm[MATC_MAX_RANK];
@@ -240,10 +346,557 @@ int lower_transpose(Graph *g, int node) {
   Value *x = &g->vals[n->in[0]];
   int perm[MATC_MAX_RANK];
   if (get_perm(g, node, x->rank, perm)) return MATC_ERR;
-  int64_t xs[MATC_MAX_RANK], st[KMAX_VARS] = {0};
+  int64_t xs[MATC_MAX_RANK], st[MATC_MAX_RANK];
   shape_strides(x->rank, x->dims, xs);
   for (int i = 0; i < x->rank; i++) st[i] = xs[perm[i]];
+  copy_or_view(g, node, n->out[0], n->in[0], 0, st);
+  return MATC_OK;
+}
+
+/* ---------------------------------------------------------------- Concat, Split, Slice */
+
+int infer_concat(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
+  Value *x = &g->vals[n->in[0]];
+  const Attr *aa = attr_get(n, "axis");
+  if (!aa && g->opset >= 4) return fail(g, node, -1, "attribute 'axis' is missing");
+  int axis = norm_axis(aa ? aa->i : 1, x->rank);   /* Concat-1 defaulted to axis 1 */
+  if (axis < 0) return fail(g, node, -1, "axis is out of range for rank %d", x->rank);
+  int64_t d[MATC_MAX_RANK];
+  memcpy(d, x->dims, sizeof d);
+  d[axis] = 0;
+  for (int j = 0; j < n->nin; j++) {
+    if (n->in[j] < 0) return fail(g, node, j, "required input is missing");
+    Value *y = &g->vals[n->in[j]];
+    if (y->dt != x->dt) return fail(g, node, j, "data type does not match input 0's");
+    if (y->rank != x->rank) return fail(g, node, j, "rank %d differs from input 0's %d", y->rank, x->rank);
+    for (int i = 0; i < x->rank; i++)
+      if (i != axis && y->dims[i] != x->dims[i])
+        return fail(g, node, j, "dimension %d is %lld, input 0 has %lld", i,
+                    (long long)y->dims[i], (long long)x->dims[i]);
+    d[axis] += y->dims[axis];
+  }
+  value_set(&g->vals[n->out[0]], x->dt, x->rank, d);
+  return MATC_OK;
+}
+
+/* One copy kernel per input, each writing its slab of the output. */
+int lower_concat(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  Value *o = &g->vals[n->out[0]];
+  int axis = norm_axis(attr_i(n, "axis", 1), o->rank);
+  int64_t ost[MATC_MAX_RANK], ist[MATC_MAX_RANK], at = 0;
+  shape_strides(o->rank, o->dims, ost);
+  for (int j = 0; j < n->nin; j++) {
+    Value *y = &g->vals[n->in[j]];
+    shape_strides(y->rank, y->dims, ist);
+    emit_copy(g, node, n->out[0], at * ost[axis], ost, n->in[j], 0, ist, y->rank, y->dims);
+    at += y->dims[axis];
+  }
+  return MATC_OK;
+}
+
+/* Split sizes: the 'split' input (opset 13+) or attribute (before), else
+ * num_outputs (opset 18: the last part may be smaller), else equal parts. */
+static int split_sizes(Graph *g, int node, int *axis, int64_t *sizes) {
+  Node *n = &g->nodes[node];
+  Value *x = &g->vals[n->in[0]];
+  *axis = norm_axis(attr_i(n, "axis", 0), x->rank);
+  if (*axis < 0) return fail(g, node, -1, "axis is out of range for rank %d", x->rank);
+  int64_t d = x->dims[*axis];
+  int cnt = -1;
+  if (n->nin >= 2 && n->in[1] >= 0) {
+    int rc = known_ints(g, node, 1, sizes, n->nout, &cnt);
+    if (rc) return rc;
+  } else if (attr_get(n, "split")) {
+    cnt = attr_ints(n, "split", sizes, n->nout);
+  }
+  if (cnt >= 0) {
+    if (cnt != n->nout) return fail(g, node, -1, "split has %d entries for %d outputs", cnt, n->nout);
+    int64_t sum = 0;
+    for (int i = 0; i < cnt; i++) {
+      if (sizes[i] < 0) return fail(g, node, -1, "negative split size");
+      sum += sizes[i];
+    }
+    if (sum != d) return fail(g, node, -1, "split sizes add up to %lld, not %lld", (long long)sum, (long long)d);
+    return MATC_OK;
+  }
+  int64_t parts = attr_i(n, "num_outputs", n->nout);
+  if (parts < 1) return fail(g, node, -1, "needs at least one output");
+  if (parts != n->nout) return fail(g, node, -1, "num_outputs is %lld but there are %d outputs",
+                                    (long long)parts, n->nout);
+  int64_t chunk = attr_get(n, "num_outputs") ? (d + parts - 1) / parts : d / parts;
+  if (!attr_get(n, "num_outputs") && d % parts)
+    return fail(g, node, 0, "dimension %lld does not split into %lld equal parts", (long long)d, (long long)parts);
+  for (int i = 0; i < n->nout; i++) {
+    int64_t left = d - chunk * i;
+    sizes[i] = left < 0 ? 0 : left < chunk ? left : chunk;
+  }
+  return MATC_OK;
+}
+
+int infer_split(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
+  int64_t *sizes = arena_alloc(g->arena, sizeof(int64_t) * (n->nout + 1));
+  int axis, rc = split_sizes(g, node, &axis, sizes);
+  if (rc) return rc;
+  Value *x = &g->vals[n->in[0]];
+  for (int j = 0; j < n->nout; j++) {
+    if (n->out[j] < 0) continue;
+    int64_t d[MATC_MAX_RANK];
+    memcpy(d, x->dims, sizeof d);
+    d[axis] = sizes[j];
+    value_set(&g->vals[n->out[j]], x->dt, x->rank, d);
+  }
+  return MATC_OK;
+}
+
+int lower_split(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  Value *x = &g->vals[n->in[0]];
+  int axis = norm_axis(attr_i(n, "axis", 0), x->rank);
+  int64_t xs[MATC_MAX_RANK], at = 0;
+  shape_strides(x->rank, x->dims, xs);
+  for (int j = 0; j < n->nout; j++) {
+    int o = n->out[j];
+    if (o >= 0) copy_or_view(g, node, o, n->in[0], at * xs[axis], xs);
+    at += o >= 0 ? g->vals[o].dims[axis] : 0;
+  }
+  return MATC_OK;
+}
+
+/* Per data dim: first element, step and count, with numpy's clamping of
+ * out-of-range starts and ends. starts/ends/axes were attributes before
+ * opset 10, inputs (with steps) after. */
+static int slice_params(Graph *g, int node, int64_t *first, int64_t *step, int64_t *len) {
+  Node *n = &g->nodes[node];
+  Value *x = &g->vals[n->in[0]];
+  int r = x->rank;
+  int64_t st[MATC_MAX_RANK], en[MATC_MAX_RANK], ax[MATC_MAX_RANK], sp[MATC_MAX_RANK];
+  int ns, ne, na = -1, np = -1, rc;
+  if (g->opset < 10) {
+    ns = attr_ints(n, "starts", st, MATC_MAX_RANK);
+    ne = attr_ints(n, "ends", en, MATC_MAX_RANK);
+    na = attr_ints(n, "axes", ax, MATC_MAX_RANK);
+    if (ns < 0 || ne < 0) return fail(g, node, -1, "starts and ends are required");
+  } else {
+    if (layout_need_inputs(g, node, 3)) return MATC_ERR;
+    if ((rc = known_ints(g, node, 1, st, MATC_MAX_RANK, &ns))) return rc;
+    if ((rc = known_ints(g, node, 2, en, MATC_MAX_RANK, &ne))) return rc;
+    if (n->nin > 3 && n->in[3] >= 0 && (rc = known_ints(g, node, 3, ax, MATC_MAX_RANK, &na))) return rc;
+    if (n->nin > 4 && n->in[4] >= 0 && (rc = known_ints(g, node, 4, sp, MATC_MAX_RANK, &np))) return rc;
+  }
+  if (ne != ns || (na >= 0 && na != ns) || (np >= 0 && np != ns))
+    return fail(g, node, -1, "starts, ends, axes and steps differ in length");
+  for (int i = 0; i < r; i++) first[i] = 0, step[i] = 1, len[i] = x->dims[i];
+  char seen[MATC_MAX_RANK] = {0};
+  for (int i = 0; i < ns; i++) {
+    int a = na >= 0 ? norm_axis(ax[i], r) : i;
+    if (a < 0 || a >= r || seen[a]) return fail(g, node, -1, "bad or repeated axis");
+    seen[a] = 1;
+    int64_t d = x->dims[a], s = st[i], e = en[i], k = np >= 0 ? sp[i] : 1;
+    if (k == 0) return fail(g, node, -1, "step is 0");
+    if (k == INT64_MIN) k = -INT64_MAX;
+    if (s < 0) s += d;
+    if (e < 0) e += d;
+    if (k > 0) {
+      s = s < 0 ? 0 : s > d ? d : s;
+      e = e < 0 ? 0 : e > d ? d : e;
+      len[a] = e > s ? (e - s - 1) / k + 1 : 0;
+    } else {
+      s = s < 0 ? -1 : s > d - 1 ? d - 1 : s;
+      e = e < 0 ? -1 : e > d - 1 ? d - 1 : e;
+      len[a] = s > e ? (s - e - 1) / (-k) + 1 : 0;
+    }
+    first[a] = len[a] ? s : 0;
+    step[a] = k;
+  }
+  return MATC_OK;
+}
+
+int infer_slice(Graph *g, int node) {
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
+  Node *n = &g->nodes[node];
+  Value *x = &g->vals[n->in[0]];
+  int64_t first[MATC_MAX_RANK], step[MATC_MAX_RANK], len[MATC_MAX_RANK];
+  int rc = slice_params(g, node, first, step, len);
+  if (rc) return rc;
+  value_set(&g->vals[n->out[0]], x->dt, x->rank, len);
+  return MATC_OK;
+}
+
+int lower_slice(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  Value *x = &g->vals[n->in[0]];
+  int64_t first[MATC_MAX_RANK], step[MATC_MAX_RANK], len[MATC_MAX_RANK], xs[MATC_MAX_RANK];
+  int rc = slice_params(g, node, first, step, len);
+  if (rc) return rc;
+  shape_strides(x->rank, x->dims, xs);
+  int64_t off = 0;
+  for (int i = 0; i < x->rank; i++) {
+    off += first[i] * xs[i];
+    xs[i] *= step[i];
+  }
+  copy_or_view(g, node, n->out[0], n->in[0], off, xs);
+  return MATC_OK;
+}
+
+/* ---------------------------------------------------------------- Expand, Tile, Pad */
+
+int infer_expand(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  if (layout_need_inputs(g, node, 2)) return MATC_ERR;
+  Value *x = &g->vals[n->in[0]];
+  int64_t s[MATC_MAX_RANK], d[MATC_MAX_RANK];
+  int ns, r, rc;
+  if ((rc = known_ints(g, node, 1, s, MATC_MAX_RANK, &ns))) return rc;
+  for (int i = 0; i < ns; i++)
+    if (s[i] < 0) return fail(g, node, 1, "negative dimension in shape");
+  if (broadcast_shapes(g, node, x->rank, x->dims, ns, s, &r, d)) return MATC_ERR;
+  value_set(&g->vals[n->out[0]], x->dt, r, d);
+  return MATC_OK;
+}
+
+int lower_expand(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  Value *x = &g->vals[n->in[0]], *o = &g->vals[n->out[0]];
+  int64_t xs[MATC_MAX_RANK], st[MATC_MAX_RANK] = {0};
+  shape_strides(x->rank, x->dims, xs);
+  for (int i = 0; i < x->rank; i++)
+    st[o->rank - x->rank + i] = x->dims[i] == 1 ? 0 : xs[i];
+  copy_or_view(g, node, n->out[0], n->in[0], 0, st);
+  return MATC_OK;
+}
+
+int infer_tile(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  if (layout_need_inputs(g, node, 2)) return MATC_ERR;
+  if (n->nin > 2) return unsupported(g, node, 2, "Tile-1 (tiles and axis inputs) is not supported");
+  Value *x = &g->vals[n->in[0]];
+  int64_t rep[MATC_MAX_RANK], d[MATC_MAX_RANK];
+  int nr, rc;
+  if ((rc = known_ints(g, node, 1, rep, MATC_MAX_RANK, &nr))) return rc;
+  if (nr != x->rank) return fail(g, node, 1, "repeats has %d entries for rank %d", nr, x->rank);
+  for (int i = 0; i < nr; i++) {
+    if (rep[i] < 0) return fail(g, node, 1, "negative repeat");
+    d[i] = x->dims[i] * rep[i];
+  }
+  value_set(&g->vals[n->out[0]], x->dt, x->rank, d);
+  return MATC_OK;
+}
+
+/* Each output dim i splits into (repeat, x dim) with x stride 0 on the
+ * repeat: an affine loop nest, no modulo. */
+int lower_tile(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  Value *x = &g->vals[n->in[0]], *o = &g->vals[n->out[0]];
+  int64_t xs[MATC_MAX_RANK], os[MATC_MAX_RANK];
+  shape_strides(x->rank, x->dims, xs);
+  shape_strides(o->rank, o->dims, os);
+  LoopNest l = {.nset = 2};
+  for (int i = 0; i < x->rank; i++) {
+    int64_t rep = x->dims[i] ? o->dims[i] / x->dims[i] : 0;
+    loop_dim(&l, rep, (int64_t[]){x->dims[i] * os[i], 0});
+    loop_dim(&l, x->dims[i], (int64_t[]){os[i], xs[i]});
+  }
+  loop_merge(&l);
+  if (l.empty) return MATC_OK;
+  Kernel *k = loop_kernel(g, node, &l, n->out[0], 0);
+  k->body = loop_load(g, &l, 1, n->in[0], 0);
+  return MATC_OK;
+}
+
+/* Pads per dim (begin, end), mode, and the constant (a value id, or -1
+ * with *cval from the old 'value' attribute). */
+static int pad_params(Graph *g, int node, int64_t *pb, int64_t *pe, int *mode, int *cv, double *cval) {
+  Node *n = &g->nodes[node];
+  Value *x = &g->vals[n->in[0]];
+  int r = x->rank, np, rc;
+  int64_t p[2 * MATC_MAX_RANK], axes[MATC_MAX_RANK];
+  const char *m = attr_s(n, "mode", "constant");
+  *mode = !strcmp(m, "constant") ? 0 : !strcmp(m, "reflect") ? 1 : !strcmp(m, "edge") ? 2
+          : !strcmp(m, "wrap") ? 3 : -1;
+  if (*mode < 0) return fail(g, node, -1, "unknown mode '%s'", m);
+  *cv = -1;
+  *cval = attr_f(n, "value", 0.0f);
+  if (g->opset < 11) {
+    np = attr_ints(n, g->opset < 2 ? "paddings" : "pads", p, 2 * MATC_MAX_RANK);
+    if (np < 0) np = attr_ints(n, "pads", p, 2 * MATC_MAX_RANK);
+    if (np < 0) return fail(g, node, -1, "attribute 'pads' is missing");
+  } else {
+    if (layout_need_inputs(g, node, 2)) return MATC_ERR;
+    if ((rc = known_ints(g, node, 1, p, 2 * MATC_MAX_RANK, &np))) return rc;
+    if (n->nin > 2 && n->in[2] >= 0) {
+      *cv = n->in[2];
+      if (g->vals[*cv].dt != x->dt) return fail(g, node, 2, "data type does not match the input's");
+      if (value_nelem(&g->vals[*cv]) != 1) return fail(g, node, 2, "must be one value");
+    }
+  }
+  int na = r;
+  for (int i = 0; i < r; i++) axes[i] = i;
+  if (n->nin > 3 && n->in[3] >= 0 && (rc = known_ints(g, node, 3, axes, MATC_MAX_RANK, &na))) return rc;
+  if (np != 2 * na) return fail(g, node, 1, "%d pads for %d axes", np, na);
+  for (int i = 0; i < r; i++) pb[i] = pe[i] = 0;
+  for (int i = 0; i < na; i++) {
+    int a = norm_axis(axes[i], r);
+    if (a < 0) return fail(g, node, 3, "axis out of range");
+    pb[a] = p[i];
+    pe[a] = p[na + i];
+    if (x->dims[a] + pb[a] + pe[a] < 0) return fail(g, node, 1, "pads remove more than dimension %d", a);
+    if (*mode && x->dims[a] == 0 && pb[a] + pe[a] > 0)
+      return fail(g, node, 1, "cannot pad an empty dimension in this mode");
+  }
+  return MATC_OK;
+}
+
+int infer_pad(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
+  Value *x = &g->vals[n->in[0]];
+  int64_t pb[MATC_MAX_RANK], pe[MATC_MAX_RANK], d[MATC_MAX_RANK];
+  int mode, cv;
+  double cval;
+  int rc = pad_params(g, node, pb, pe, &mode, &cv, &cval);
+  if (rc) return rc;
+  for (int i = 0; i < x->rank; i++) d[i] = x->dims[i] + pb[i] + pe[i];
+  value_set(&g->vals[n->out[0]], x->dt, x->rank, d);
+  return MATC_OK;
+}
+
+/* Source index along one padded dim for reflect, edge and wrap, clamped
+ * into the dim so the load stays in bounds whatever the pads. */
+static Expr *pad_source(Graph *g, int mode, Expr *i, int64_t before, int64_t d) {
+  Expr *j = e_bin(g, B_SUB, i, e_consti(g, DT_I64, before));
+  if (mode == 1 && d > 1) {   /* reflect, repeatedly for pads >= d */
+    int64_t period = 2 * (d - 1);
+    Expr *m = e_bin(g, B_IMOD, j, e_consti(g, DT_I64, period));
+    Expr *back = e_bin(g, B_SUB, e_consti(g, DT_I64, period), m);
+    j = e_sel(g, e_bin(g, B_LT, m, e_consti(g, DT_I64, d)), m, back);
+  } else if (mode == 3) {     /* wrap */
+    j = e_bin(g, B_IMOD, j, e_consti(g, DT_I64, d));
+  }
+  j = e_bin(g, B_MAX, e_bin(g, B_MIN, j, e_consti(g, DT_I64, d - 1)), e_consti(g, DT_I64, 0));
+  return j;
+}
+
+int lower_pad(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  Value *x = &g->vals[n->in[0]], *o = &g->vals[n->out[0]];
+  int r = x->rank, mode, cv;
+  int64_t pb[MATC_MAX_RANK], pe[MATC_MAX_RANK], xs[MATC_MAX_RANK], os[MATC_MAX_RANK];
+  double cval;
+  int rc = pad_params(g, node, pb, pe, &mode, &cv, &cval);
+  if (rc) return rc;
+  shape_strides(r, x->dims, xs);
+  shape_strides(r, o->dims, os);
+  if (mode != 0) {
+    /* One pass over the output; padded dims index through pad_source. */
+    Kernel *k = k_elementwise(g, node, n->out[0]);
+    int64_t st[KMAX_VARS] = {0};
+    Expr *dyn = NULL;
+    for (int i = 0; i < r; i++) {
+      if (!pb[i] && !pe[i]) { st[i] = xs[i]; continue; }
+      Expr *t = e_bin(g, B_MUL, pad_source(g, mode, e_index(g, i), pb[i], x->dims[i]),
+                      e_consti(g, DT_I64, xs[i]));
+      dyn = dyn ? e_bin(g, B_ADD, dyn, t) : t;
+    }
+    k->body = e_load(g, n->in[0], 0, st, r);
+    if (dyn) e_load_dyn(k->body, dyn, 1);
+    return MATC_OK;
+  }
+  /* Constant: fill the output, then copy the kept part of the input over
+   * it. Both are plain unit-stride loops. */
+  int grows = 0;
+  int64_t ext[MATC_MAX_RANK], ioff = 0, ooff = 0;
+  for (int i = 0; i < r; i++) {
+    grows |= pb[i] > 0 || pe[i] > 0;
+    int64_t skip = pb[i] < 0 ? -pb[i] : 0;
+    ext[i] = x->dims[i] - skip - (pe[i] < 0 ? -pe[i] : 0);
+    ioff += skip * xs[i];
+    ooff += (pb[i] > 0 ? pb[i] : 0) * os[i];
+  }
+  if (grows) {
+    LoopNest l = {.nset = 1};
+    loop_dim(&l, value_nelem(o), (int64_t[]){1});
+    if (!l.empty) {
+      Kernel *k = loop_kernel(g, node, &l, n->out[0], 0);
+      k->body = cv >= 0 ? e_load(g, cv, 0, (int64_t[KMAX_VARS]){0}, 0) : e_const(g, o->dt, cval);
+    }
+  }
+  emit_copy(g, node, n->out[0], ooff, os, n->in[0], ioff, xs, r, ext);
+  return MATC_OK;
+}
+
+/* ---------------------------------------------------------------- generators */
+
+int infer_constant_of_shape(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
+  int64_t d[MATC_MAX_RANK];
+  int r, rc;
+  if ((rc = known_ints(g, node, 0, d, MATC_MAX_RANK, &r))) return rc;
+  for (int i = 0; i < r; i++)
+    if (d[i] < 0) return fail(g, node, 0, "negative dimension");
+  const Attr *a = attr_get(n, "value");
+  DType dt = a && a->type == A_TENSOR ? a->t->dt : DT_F32;
+  if (a && (a->type != A_TENSOR || tensor_nelem(a->t) != 1))
+    return fail(g, node, -1, "value must be a one-element tensor");
+  if (!dt_supported(dt)) return unsupported(g, node, -1, "value of type %s is not supported", dt_name(dt));
+  value_set(&g->vals[n->out[0]], dt, r, d);
+  return MATC_OK;
+}
+
+int lower_constant_of_shape(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  const Attr *a = attr_get(n, "value");
+  Value *o = &g->vals[n->out[0]];
+  LoopNest l = {.nset = 1};
+  loop_dim(&l, value_nelem(o), (int64_t[]){1});
+  if (l.empty) return MATC_OK;
+  Kernel *k = loop_kernel(g, node, &l, n->out[0], 0);
+  if (!a) k->body = e_const(g, o->dt, 0);
+  else if (dt_is_float(o->dt)) k->body = e_const(g, o->dt, tensor_get_f(a->t, 0));
+  else k->body = e_consti(g, o->dt, tensor_get_i(a->t, 0));
+  return MATC_OK;
+}
+
+int infer_range(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  if (layout_need_inputs(g, node, 3)) return MATC_ERR;
+  Tensor *t[3];
+  for (int j = 0; j < 3; j++) {
+    Value *v = &g->vals[n->in[j]];
+    if (v->dt != g->vals[n->in[0]].dt) return fail(g, node, j, "data type does not match input 0's");
+    if (value_nelem(v) != 1) return fail(g, node, j, "must be a scalar");
+    if (!(t[j] = known_value(g, n->in[j])))
+      return unsupported(g, node, j, "the output's length depends on this run-time value");
+  }
+  double start = tensor_get_f(t[0], 0), limit = tensor_get_f(t[1], 0), delta = tensor_get_f(t[2], 0);
+  if (delta == 0) return fail(g, node, 2, "delta is 0");
+  double cnt = ceil((limit - start) / delta);
+  if (!(cnt < 1e12)) return fail(g, node, -1, "the range is too long");
+  int64_t len = cnt > 0 ? (int64_t)cnt : 0;
+  value_set(&g->vals[n->out[0]], g->vals[n->in[0]].dt, 1, &len);
+  return MATC_OK;
+}
+
+/* start + i * delta, reading start and delta at run time. */
+int lower_range(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  Value *o = &g->vals[n->out[0]];
   Kernel *k = k_elementwise(g, node, n->out[0]);
-  k->body = e_load(g, n->in[0], 0, st, x->rank);
+  int64_t z[KMAX_VARS] = {0};
+  Expr *start = e_load(g, n->in[0], 0, z, 1), *delta = e_load(g, n->in[2], 0, z, 1);
+  k->body = e_bin(g, B_ADD, start, e_bin(g, B_MUL, e_cast(g, o->dt, e_index(g, 0)), delta));
+  return MATC_OK;
+}
+
+int infer_trilu(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
+  Value *x = &g->vals[n->in[0]];
+  if (x->rank < 2) return fail(g, node, 0, "needs rank >= 2");
+  if (n->nin > 1 && n->in[1] >= 0 && value_nelem(&g->vals[n->in[1]]) != 1)
+    return fail(g, node, 1, "k must be a scalar");
+  value_set(&g->vals[n->out[0]], x->dt, x->rank, x->dims);
+  return MATC_OK;
+}
+
+/* Keeps x where col - row >= k (upper) or <= k (lower), else 0. */
+int lower_trilu(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  Value *x = &g->vals[n->in[0]];
+  int r = x->rank;
+  Expr *k = e_consti(g, DT_I64, 0);
+  if (n->nin > 1 && n->in[1] >= 0)
+    k = e_cast(g, DT_I64, e_load(g, n->in[1], 0, (int64_t[KMAX_VARS]){0}, 0));
+  Expr *diff = e_bin(g, B_SUB, e_index(g, r - 1), e_index(g, r - 2));
+  Expr *keep = e_bin(g, attr_i(n, "upper", 1) ? B_GE : B_LE, diff, k);
+  Kernel *kn = k_elementwise(g, node, n->out[0]);
+  Expr *v = e_load_bcast(g, n->in[0], r);
+  kn->body = e_sel(g, keep, v, e_const(g, x->dt, 0));
+  return MATC_OK;
+}
+
+int infer_eye_like(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
+  Value *x = &g->vals[n->in[0]];
+  if (x->rank != 2) return fail(g, node, 0, "needs a 2-D input");
+  DType dt = (DType)attr_i(n, "dtype", x->dt);
+  if (!dt_supported(dt)) return unsupported(g, node, -1, "dtype %s is not supported", dt_name(dt));
+  value_set(&g->vals[n->out[0]], dt, 2, x->dims);
+  return MATC_OK;
+}
+
+int lower_eye_like(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  DType dt = g->vals[n->out[0]].dt;
+  Expr *diff = e_bin(g, B_SUB, e_index(g, 1), e_index(g, 0));
+  Expr *on = e_bin(g, B_EQ, diff, e_consti(g, DT_I64, attr_i(n, "k", 0)));
+  Kernel *k = k_elementwise(g, node, n->out[0]);
+  k->body = e_sel(g, on, e_consti(g, dt, 1), e_consti(g, dt, 0));
+  return MATC_OK;
+}
+
+/* ---------------------------------------------------------------- DepthToSpace, SpaceToDepth */
+
+static int block_params(Graph *g, int node, int64_t *b) {
+  Node *n = &g->nodes[node];
+  Value *x = &g->vals[n->in[0]];
+  *b = attr_i(n, "blocksize", 0);
+  if (*b <= 0) return fail(g, node, -1, "blocksize must be positive");
+  if (x->rank != 4) return fail(g, node, 0, "needs a 4-D input");
+  return MATC_OK;
+}
+
+int infer_depth_space(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  if (layout_need_inputs(g, node, 1)) return MATC_ERR;
+  Value *x = &g->vals[n->in[0]];
+  int64_t b, d[4];
+  if (block_params(g, node, &b)) return MATC_ERR;
+  memcpy(d, x->dims, sizeof d);
+  if (n->op == OP_DepthToSpace) {
+    if (d[1] % (b * b)) return fail(g, node, 0, "channels do not divide by blocksize^2");
+    d[1] /= b * b, d[2] *= b, d[3] *= b;
+  } else {
+    if (d[2] % b || d[3] % b) return fail(g, node, 0, "height and width must divide by blocksize");
+    d[1] *= b * b, d[2] /= b, d[3] /= b;
+  }
+  value_set(&g->vals[n->out[0]], x->dt, 4, d);
+  return MATC_OK;
+}
+
+/* Both ops are a reshape to 6-D, a transpose and a reshape back: one copy
+ * whose loop dims follow the output, with the input's strides permuted. */
+int lower_depth_space(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  Value *x = &g->vals[n->in[0]];
+  int64_t b, N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
+  if (block_params(g, node, &b)) return MATC_ERR;
+  int64_t ext[6], ist[6];
+  if (n->op == OP_DepthToSpace) {
+    /* out [N, C', H, b1, W, b2]; input channel = b1*b*C' + b2*C' + c' (DCR)
+     * or c'*b*b + b1*b + b2 (CRD) */
+    int64_t Cp = C / (b * b), hw = H * W;
+    int crd = !strcmp(attr_s(n, "mode", "DCR"), "CRD");
+    int64_t e[6] = {N, Cp, H, b, W, b};
+    int64_t s[6] = {C * hw, crd ? b * b * hw : hw, W, crd ? b * hw : b * Cp * hw, 1,
+                    crd ? hw : Cp * hw};
+    memcpy(ext, e, sizeof e);
+    memcpy(ist, s, sizeof s);
+  } else {
+    /* out [N, b1, b2, C, H', W']; input (n, c, h'*b + b1, w'*b + b2) */
+    int64_t e[6] = {N, b, b, C, H / b, W / b};
+    int64_t s[6] = {C * H * W, W, 1, H * W, b * W, b};
+    memcpy(ext, e, sizeof e);
+    memcpy(ist, s, sizeof s);
+  }
+  int64_t ost[6];
+  shape_strides(6, ext, ost);
+  emit_copy(g, node, n->out[0], 0, ost, n->in[0], 0, ist, 6, ext);
   return MATC_OK;
 }
