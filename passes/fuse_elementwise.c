@@ -82,25 +82,44 @@ static int is_producer(Graph *g, Uses *u, int t, int ci) {
   return expr_size(p->body) <= MAX_FUSED_SIZE;
 }
 
-/* Maps each dim of T (size > 1) to the consumer var that walks it; -1 if
- * the load is not such a walk. */
-static int map_dims(Graph *g, Kernel *c, Expr *load, int *var_of_dim) {
+/* Maps each dim of T (size > 1) to the consumer var that walks it; 0 if
+ * the load is not such a walk. One consumer var may walk a run of
+ * consecutive dims of T at once (a copy kernel whose loops were merged):
+ * then group_last[j] is the run's innermost dim, and P's loads must be
+ * mergeable over the run too (checked by mergeable()). */
+static int map_dims(Graph *g, Kernel *c, Expr *load, int *var_of_dim, int *group_last) {
   Value *v = &g->vals[load->val];
   if (load->off != 0 || load->ndyn) return 0;
   int64_t st[MATC_MAX_RANK];
   shape_strides(v->rank, v->dims, st);
   int nall = c->nvar + c->nred;
   char used[KMAX_VARS] = {0};
-  for (int j = 0; j < v->rank; j++) {
-    var_of_dim[j] = -1;
-    if (v->dims[j] == 1) continue;
-    for (int x = 0; x < nall; x++)
-      if (!used[x] && load->stride[x] == st[j] && c->ext[x] == v->dims[j]) {
-        var_of_dim[j] = x;
-        used[x] = 1;
-        break;
+  for (int j = 0; j < v->rank; j++) var_of_dim[j] = -1;
+  for (int j = 0; j < v->rank;) {
+    if (v->dims[j] == 1) { j++; continue; }
+    int found = 0;
+    for (int x = 0; x < nall && !found; x++) {
+      if (used[x] || load->stride[x] == 0) continue;
+      /* Does var x walk dims j..j1 of T, for some j1? */
+      int64_t n = 1;
+      for (int j1 = j; j1 < v->rank; j1++) {
+        n *= v->dims[j1];
+        if (load->stride[x] == st[j1] && c->ext[x] == n) {
+          int inner = j;
+          for (int q = j; q <= j1; q++)
+            if (v->dims[q] > 1) inner = q;
+          for (int q = j; q <= j1; q++) {
+            var_of_dim[q] = v->dims[q] > 1 ? x : -1;
+            group_last[q] = inner;
+          }
+          used[x] = 1;
+          found = 1;
+          j = j1 + 1;
+          break;
+        }
       }
-    if (var_of_dim[j] < 0) return 0;
+    }
+    if (!found) return 0;
   }
   /* Every other var must not move the address (and must not repeat work). */
   for (int x = 0; x < KMAX_VARS; x++)
@@ -110,14 +129,42 @@ static int map_dims(Graph *g, Kernel *c, Expr *load, int *var_of_dim) {
   return 1;
 }
 
-/* P's body with P's var j renamed to consumer var var_of_dim[j]. */
-static Expr *rename_vars(Graph *g, Expr *e, const int *var_of_dim, int rank) {
+/* Can P's expression follow a group of its vars walked as one? Its loads
+ * must be linear over each group (stride of a dim = stride of the next
+ * non-unit dim of the group times that dim's size), and an INDEX may name
+ * only a var that is alone in its group. Unit dims have var_of_dim -1. */
+static int mergeable(Expr *e, const int64_t *dims, const int *var_of_dim, const int *group_last,
+                     int rank) {
+  if (!e) return 1;
+  if (e->kind == EX_INDEX && e->var < rank && var_of_dim[e->var] >= 0) {
+    for (int q = 0; q < rank; q++)
+      if (q != e->var && var_of_dim[q] == var_of_dim[e->var]) return 0;
+  }
+  if (e->kind == EX_LOAD) {
+    for (int j = 0; j < rank; j++) {
+      if (var_of_dim[j] < 0) continue;
+      int k = j + 1;
+      while (k < rank && dims[k] == 1) k++;
+      if (k < rank && var_of_dim[k] == var_of_dim[j] && e->stride[j] != e->stride[k] * dims[k])
+        return 0;
+    }
+    for (int d = 0; d < e->ndyn; d++)
+      if (!mergeable(e->dyn[d], dims, var_of_dim, group_last, rank)) return 0;
+  }
+  return mergeable(e->a, dims, var_of_dim, group_last, rank) &&
+         mergeable(e->b, dims, var_of_dim, group_last, rank) &&
+         mergeable(e->c, dims, var_of_dim, group_last, rank);
+}
+
+/* P's body with P's var j renamed to consumer var var_of_dim[j]; a group of
+ * dims walked by one var takes the stride of its innermost dim. */
+static Expr *rename_vars(Graph *g, Expr *e, const int *var_of_dim, const int *group_last, int rank) {
   if (!e) return NULL;
   Expr *r = arena_alloc(g->arena, sizeof *r);
   *r = *e;
-  r->a = rename_vars(g, e->a, var_of_dim, rank);
-  r->b = rename_vars(g, e->b, var_of_dim, rank);
-  r->c = rename_vars(g, e->c, var_of_dim, rank);
+  r->a = rename_vars(g, e->a, var_of_dim, group_last, rank);
+  r->b = rename_vars(g, e->b, var_of_dim, group_last, rank);
+  r->c = rename_vars(g, e->c, var_of_dim, group_last, rank);
   if (e->kind == EX_INDEX) {
     if (e->var < rank && var_of_dim[e->var] >= 0) r->var = var_of_dim[e->var];
     else return e_consti(g, DT_I64, 0);       /* a size-1 dim: always 0 */
@@ -125,8 +172,9 @@ static Expr *rename_vars(Graph *g, Expr *e, const int *var_of_dim, int rank) {
   if (e->kind == EX_LOAD) {
     memset(r->stride, 0, sizeof r->stride);
     for (int j = 0; j < rank; j++)
-      if (var_of_dim[j] >= 0) r->stride[var_of_dim[j]] += e->stride[j];
-    for (int d = 0; d < e->ndyn; d++) r->dyn[d] = rename_vars(g, e->dyn[d], var_of_dim, rank);
+      if (var_of_dim[j] >= 0 && group_last[j] == j) r->stride[var_of_dim[j]] += e->stride[j];
+    for (int d = 0; d < e->ndyn; d++)
+      r->dyn[d] = rename_vars(g, e->dyn[d], var_of_dim, group_last, rank);
   }
   return r;
 }
@@ -142,11 +190,13 @@ typedef struct {
 static Expr *fuse_into(Fuser *f, Expr *e) {
   if (!e) return NULL;
   if (e->kind == EX_LOAD && is_producer(f->g, f->u, e->val, f->ci)) {
-    int var_of_dim[MATC_MAX_RANK];
-    if (map_dims(f->g, f->c, e, var_of_dim)) {
-      Kernel *p = &f->g->kernels[f->u->writer[e->val]];
+    int var_of_dim[MATC_MAX_RANK], group_last[MATC_MAX_RANK];
+    Value *t = &f->g->vals[e->val];
+    Kernel *p = &f->g->kernels[f->u->writer[e->val]];
+    if (map_dims(f->g, f->c, e, var_of_dim, group_last) &&
+        mergeable(p->body, t->dims, var_of_dim, group_last, t->rank)) {
       f->changed = 1;
-      return rename_vars(f->g, p->body, var_of_dim, f->g->vals[e->val].rank);
+      return rename_vars(f->g, p->body, var_of_dim, group_last, t->rank);
     }
   }
   e->a = fuse_into(f, e->a);

@@ -61,3 +61,10 @@ endif()
 
 # Fusion turns an elementwise chain plus transpose into one kernel.
 matc_test(fusion sh ${MATC_SRC}/tests/fusion.sh $<TARGET_FILE:matc> ${MATC_SRC}/tests/data/fusion)
+
+# Layout edge cases the ONNX tests miss, checked against pure-Python
+# references (python3 standard library only).
+find_program(PYTHON3 NAMES python3)
+if(PYTHON3)
+  matc_test(layout-edge-cases ${PYTHON3} ${MATC_SRC}/tests/layout/edge.py $<TARGET_FILE:matc>)
+endif()
