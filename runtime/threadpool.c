@@ -1,9 +1,15 @@
 /* threadpool.c: a fixed pool of worker threads for loop kernels and GEMM
- * pieces. The caller takes part in the work; each call is a fork-join.
+ * pieces. Each call is a fork-join in which the caller takes part.
+ *
+ * The range is cut into a few chunks per thread that every participant
+ * claims from one atomic counter. The caller never waits for a worker that
+ * has not started: on a loaded machine a worker may not be scheduled for a
+ * whole time slice, and with fixed shares the caller would wait that long
+ * for every kernel. It waits only for chunks already being run.
+ *
  * Kernels come in quick succession (a forward pass is hundreds of them),
  * so idle workers spin briefly on the generation counter before sleeping
- * on a condition variable: a condvar wake-up alone costs more than many
- * small kernels take. */
+ * on a condition variable. */
 #include "rt.h"
 
 #include <pthread.h>
@@ -14,17 +20,20 @@
 #define MAX_THREADS 64
 /* Below this much work a fork-join costs more than it saves. */
 #define MIN_PARALLEL_WORK 32768
-/* Spin iterations before a worker sleeps (about 100 microseconds). */
+/* Spin iterations before a worker sleeps. */
 #define SPIN_LIMIT 20000
+#define CHUNKS_PER_THREAD 4
 
 static struct {
   pthread_mutex_t mu;
   pthread_cond_t start;
   int nthreads;               /* including the caller */
   int started;
-  atomic_long generation;
-  atomic_int pending;
+  atomic_uint generation;
+  atomic_ullong claim;        /* generation << 32 | next chunk */
+  atomic_int inflight;        /* workers between claiming and finishing */
   int sleepers;
+  /* the current job; written only while no worker can claim from it */
   MatcTaskFn fn;
   void **bufs;
   int64_t n;
@@ -34,20 +43,34 @@ static int requested;
 /* Set while a thread runs pool work: a nested parallel_for runs inline. */
 static _Thread_local int in_pool;
 
-static void chunk(int t, int nt, int64_t n, int64_t *lo, int64_t *hi) {
-  *lo = n * t / nt;
-  *hi = n * (t + 1) / nt;
-}
-
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #endif
 }
 
+/* The claim word: generation (32 bits) | chunk count (16) | next chunk (16).
+ * A successful claim proves the job is still open, so the job fields read
+ * after it are the current job's: the caller cannot finish (and rewrite
+ * them) while a claimed chunk's runner is counted in flight, and every
+ * runner is counted before it claims (all these atomics are seq_cst). */
+static void run_chunks(void) {
+  for (;;) {
+    unsigned long long w = atomic_load(&pool.claim);
+    int64_t c = (int64_t)(w & 0xffff), nc = (int64_t)((w >> 16) & 0xffff);
+    if (c >= nc) return;
+    if (!atomic_compare_exchange_weak(&pool.claim, &w, w + 1)) continue;
+    int64_t n = pool.n;
+    int64_t lo = n * c / nc, hi = n * (c + 1) / nc;
+    in_pool = 1;
+    if (lo < hi) pool.fn(pool.bufs, lo, hi);
+    in_pool = 0;
+  }
+}
+
 static void *worker(void *arg) {
-  int id = (int)(intptr_t)arg;
-  long seen = 0;
+  (void)arg;
+  unsigned seen = 0;
   for (;;) {
     int spins = 0;
     while (atomic_load_explicit(&pool.generation, memory_order_acquire) == seen &&
@@ -63,12 +86,9 @@ static void *worker(void *arg) {
       pthread_mutex_unlock(&pool.mu);
     }
     seen = atomic_load_explicit(&pool.generation, memory_order_acquire);
-    int64_t lo, hi;
-    chunk(id, pool.nthreads, pool.n, &lo, &hi);
-    in_pool = 1;
-    if (lo < hi) pool.fn(pool.bufs, lo, hi);
-    in_pool = 0;
-    atomic_fetch_sub_explicit(&pool.pending, 1, memory_order_release);
+    atomic_fetch_add(&pool.inflight, 1);
+    run_chunks();
+    atomic_fetch_sub(&pool.inflight, 1);
   }
   return NULL;
 }
@@ -86,7 +106,7 @@ static void pool_start(void) {
   pool.nthreads = matc_rt_threads();
   for (int i = 1; i < pool.nthreads; i++) {
     pthread_t t;
-    if (pthread_create(&t, NULL, worker, (void *)(intptr_t)i) != 0) {
+    if (pthread_create(&t, NULL, worker, NULL) != 0) {
       pool.nthreads = i;
       break;
     }
@@ -103,19 +123,18 @@ void matc_rt_parallel_for(MatcTaskFn fn, void **bufs, int64_t n, int64_t cost) {
     fn(bufs, 0, n);
     return;
   }
-  /* Workers read fn/bufs/n only after seeing the new generation. */
+  /* The previous job is closed (all chunks claimed, nobody in flight), so
+   * no one reads the job fields until the new claim word is published. */
+  unsigned gen = atomic_load(&pool.generation) + 1;
+  int64_t nc = n < (int64_t)nt * CHUNKS_PER_THREAD ? n : (int64_t)nt * CHUNKS_PER_THREAD;
   pool.fn = fn;
   pool.bufs = bufs;
   pool.n = n;
-  atomic_store_explicit(&pool.pending, nt - 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&pool.generation, 1, memory_order_release);
+  atomic_store(&pool.claim, (unsigned long long)gen << 32 | (unsigned long long)nc << 16);
+  atomic_store(&pool.generation, gen);
   pthread_mutex_lock(&pool.mu);
   if (pool.sleepers) pthread_cond_broadcast(&pool.start);
   pthread_mutex_unlock(&pool.mu);
-  int64_t lo, hi;
-  chunk(0, nt, n, &lo, &hi);
-  in_pool = 1;
-  if (lo < hi) fn(bufs, lo, hi);
-  in_pool = 0;
-  while (atomic_load_explicit(&pool.pending, memory_order_acquire) > 0) cpu_relax();
+  run_chunks();
+  while (atomic_load(&pool.inflight) > 0) cpu_relax();
 }

@@ -256,7 +256,7 @@ static int cmd_run(Options *o) {
             times[reps / 2], times[0], reps);
   }
   free(times);
-  if (g->profile) exec_print_profile(x, stderr, 25);
+  if (g->profile) exec_print_profile(x, stderr, getenv("MATC_PROFILE_TOP") ? atoi(getenv("MATC_PROFILE_TOP")) : 25);
   status = check_outputs(g, x, outs, nout, o->rtol, o->atol);
 done:
   exec_free(x);

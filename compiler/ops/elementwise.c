@@ -232,6 +232,18 @@ static Expr *build_elem(Graph *g, int node, Expr **in, int nin) {
   case OP_Mul: return e_bin(g, B_MUL, x, in[1]);
   case OP_Div: return e_bin(g, B_DIV, x, in[1]);
   case OP_Pow: {
+    /* Small constant exponents (x^2 in every decomposed LayerNorm) become
+     * multiplies or a square root: pow() is a libm call that blocks
+     * vectorization. */
+    Tensor *ex = known_value(g, n->in[1]);
+    if (dt_is_float(x->dt) && ex && tensor_nelem(ex) == 1) {
+      double p = tensor_get_f(ex, 0);
+      if (p == 1) return x;
+      if (p == 2) return e_bin(g, B_MUL, x, x);
+      if (p == 3) return e_bin(g, B_MUL, e_bin(g, B_MUL, x, x), x);
+      if (p == 0.5) return e_un(g, U_SQRT, x);
+      if (p == -1) return e_un(g, U_RECIP, x);
+    }
     if (dt_is_float(x->dt)) return e_bin(g, B_POW, x, e_cast(g, x->dt, in[1]));
     Expr *p = e_bin(g, B_POW, e_cast(g, DT_F64, x), e_cast(g, DT_F64, in[1]));
     return e_cast(g, x->dt, p);
