@@ -25,6 +25,16 @@ static Kernel *k_add(Graph *g, int node) {
   return k;
 }
 
+int value_scratch(Graph *g, int node, const char *what, DType dt, int rank, const int64_t *dims) {
+  char name[256];
+  snprintf(name, sizeof name, "%s/%s", g->nodes[node].name, what);
+  int v = graph_add_value(g, name);
+  value_set(&g->vals[v], dt, rank, dims);
+  g->vals[v].kind = V_ACT;
+  g->vals[v].producer = node;
+  return v;
+}
+
 Kernel *k_loop(Graph *g, int node, int out, int nvar, const int64_t *ext) {
   MATC_ASSERT(nvar <= KMAX_VARS);
   Kernel *k = k_add(g, node);

@@ -319,6 +319,11 @@ typedef struct Kernel {
   int64_t p[KMAX_EXT_PARAMS];
 } Kernel;
 
+/* A scratch value of a node (a row statistic, an im2col buffer): produced
+ * by the node, so memory planning and exec allocate it like any of the
+ * node's outputs. Named "<node>/<what>" in dumps. */
+int value_scratch(Graph *g, int node, const char *what, DType dt, int rank, const int64_t *dims);
+
 /* Builders, for op lower functions. */
 Kernel *k_loop(Graph *g, int node, int out, int nvar, const int64_t *ext);
 Kernel *k_elementwise(Graph *g, int node, int out);  /* vars = out's dims */

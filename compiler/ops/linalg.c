@@ -269,13 +269,7 @@ int infer_einsum(Graph *g, int node) {
 }
 
 static int ein_scratch(Graph *g, int node, const char *what, int alias_of, int rank, const int64_t *dims) {
-  char name[256];
-  snprintf(name, sizeof name, "%s/%s", g->nodes[node].name, what);
-  int v = graph_add_value(g, name);
-  DType dt = g->vals[g->nodes[node].out[0]].dt;
-  value_set(&g->vals[v], dt, rank, dims);
-  g->vals[v].kind = V_ACT;
-  g->vals[v].producer = node;
+  int v = value_scratch(g, node, what, g->vals[g->nodes[node].out[0]].dt, rank, dims);
   g->vals[v].alias_of = alias_of;
   return v;
 }

@@ -13,17 +13,6 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-/* A scratch value of the node, allocated like any activation it produces. */
-static int scratch(Graph *g, int node, const char *what, DType dt, int rank, const int64_t *dims) {
-  char name[256];
-  snprintf(name, sizeof name, "%s/%s", g->nodes[node].name, what);
-  int v = graph_add_value(g, name);
-  value_set(&g->vals[v], dt, rank, dims);
-  g->vals[v].kind = V_ACT;
-  g->vals[v].producer = node;
-  return v;
-}
-
 static int need_float(Graph *g, int node) {
   DType dt = g->vals[g->nodes[node].in[0]].dt;
   if (dt != DT_F32 && dt != DT_F64)
@@ -160,7 +149,7 @@ int lower_reduce(Graph *g, int node) {
   case OP_ReduceLogSumExp: {
     /* m = max x; y = m + log(sum exp(x - m)): exp never overflows. */
     Value *o = &g->vals[out];
-    int m = scratch(g, node, "max", dt, o->rank, o->dims);
+    int m = value_scratch(g, node, "max", dt, o->rank, o->dims);
     k = reduce_kernel(g, node, xv, red, m, R_MAX, &xl);
     k->body = xl;
     k = reduce_kernel(g, node, xv, red, out, R_SUM, &xl);
@@ -282,7 +271,7 @@ int lower_softmax(Graph *g, int node) {
 
   if (n->op == OP_Hardmax) {
     /* 1 at the first maximum of each row, 0 elsewhere. */
-    int am = scratch(g, node, "argmax", DT_I64, 2, rd);
+    int am = value_scratch(g, node, "argmax", DT_I64, 2, rd);
     Kernel *k = k_loop(g, node, am, 2, rd);
     shape_strides(2, rd, k->out_stride);
     k->nred = 1;
@@ -297,8 +286,8 @@ int lower_softmax(Graph *g, int node) {
   }
 
   /* m = max over the row; s = sum exp(x - m) (LogSoftmax stores log s). */
-  int m = scratch(g, node, "max", dt, 2, rd);
-  int s = scratch(g, node, n->op == OP_Softmax ? "sum" : "logsum", dt, 2, rd);
+  int m = value_scratch(g, node, "max", dt, 2, rd);
+  int s = value_scratch(g, node, n->op == OP_Softmax ? "sum" : "logsum", dt, 2, rd);
   Kernel *k = k_loop(g, node, m, 2, rd);
   shape_strides(2, rd, k->out_stride);
   k->nred = 1;
@@ -432,8 +421,8 @@ int lower_topk(Graph *g, int node) {
   int xr = x->rank;
   int64_t outer = shape_nelem(axis, x->dims), len = x->dims[axis];
   int64_t inner = shape_nelem(xr - axis - 1, x->dims + axis + 1);
-  int vals = n->out[0] >= 0 ? n->out[0] : scratch(g, node, "values", dt, xr, d);
-  int idx = n->out[1] >= 0 ? n->out[1] : scratch(g, node, "indices", DT_I64, xr, d);
+  int vals = n->out[0] >= 0 ? n->out[0] : value_scratch(g, node, "values", dt, xr, d);
+  int idx = n->out[1] >= 0 ? n->out[1] : value_scratch(g, node, "indices", DT_I64, xr, d);
   Kernel *k = k_extern(g, node, EXT_topk);
   k_arg(k, n->in[0], 0);
   k_arg(k, vals, 0);
