@@ -22,10 +22,17 @@ static int foldable_input(Graph *g, int v) {
 
 static int fold_node(Graph *g, int i) {
   Node *n = &g->nodes[i];
-  int k0 = g->nkernels;
+  int k0 = g->nkernels, v0 = g->nvals;
   int rc = op_table[n->op].lower(g, i);
   if (rc) return rc;
+  n = &g->nodes[i];
   void **ptrs = calloc(g->nvals, sizeof(void *));
+  /* Values the lowering added: tables it filled, temporaries it needs. */
+  for (int v = v0; v < g->nvals; v++) {
+    Value *t = &g->vals[v];
+    size_t bytes = (size_t)value_nelem(t) * dt_size(t->dt);
+    ptrs[v] = t->data ? t->data->data : arena_alloc(g->arena, bytes ? bytes : 1);
+  }
   for (int j = 0; j < n->nin; j++)
     if (n->in[j] >= 0) ptrs[n->in[j]] = g->vals[n->in[j]].data->data;
   for (int j = 0; j < n->nout; j++) {
