@@ -30,6 +30,10 @@ typedef struct {
   LLVMValueRef *base;                   /* per value: base pointer, or NULL */
   LLVMValueRef var[KMAX_VARS];          /* allocas of the loop vars */
   LLVMValueRef acc;                     /* value of the accumulator in post */
+  /* Scoped no-alias metadata of the kernel being built: its store and the
+   * loads of other buffers never overlap, which lets LLVM vectorize. */
+  int out_root;
+  LLVMValueRef scope;
   /* memo of emitted expressions within one emission of a body */
   Expr **memo_e;
   LLVMValueRef *memo_v;
@@ -94,6 +98,21 @@ static LLVMValueRef emit_index(CG *c, Expr *e) {
   return idx;
 }
 
+static int storage_root(Graph *g, int v) {
+  while (g->vals[v].alias_of >= 0) v = g->vals[v].alias_of;
+  return v;
+}
+
+/* A one-scope list, !{!{"kN", !{"kN"}}}, unique to kernel idx. */
+static LLVMValueRef kernel_scope(CG *c, int idx) {
+  char name[32];
+  int len = snprintf(name, sizeof name, "matc.k%d", idx);
+  LLVMMetadataRef str = LLVMMDStringInContext2(c->cx, name, len);
+  LLVMMetadataRef dom = LLVMMDNodeInContext2(c->cx, &str, 1);
+  LLVMMetadataRef scope = LLVMMDNodeInContext2(c->cx, (LLVMMetadataRef[]){str, dom}, 2);
+  return LLVMMetadataAsValue(c->cx, LLVMMDNodeInContext2(c->cx, &scope, 1));
+}
+
 static LLVMValueRef emit_load(CG *c, Expr *e) {
   LLVMValueRef base = c->base[e->val];
   MATC_ASSERT(base);
@@ -101,6 +120,8 @@ static LLVMValueRef emit_load(CG *c, Expr *e) {
   LLVMTypeRef mt = mem_ty(c, dt);
   LLVMValueRef p = LLVMBuildGEP2(c->b, mt, base, (LLVMValueRef[]){emit_index(c, e)}, 1, "");
   LLVMValueRef x = LLVMBuildLoad2(c->b, mt, p, "");
+  if (c->scope && storage_root(c->g, e->val) != c->out_root)
+    LLVMSetMetadata(x, LLVMGetMDKindIDInContext(c->cx, "noalias", 7), c->scope);
   if (dt == DT_BOOL) x = LLVMBuildICmp(c->b, LLVMIntNE, x, LLVMConstInt(c->i8, 0, 0), "");
   return x;
 }
@@ -449,6 +470,8 @@ static void emit_loop_kernel(CG *c, Kernel *k, int idx) {
   LLVMValueRef lo = LLVMGetParam(c->fn, 1), hi = LLVMGetParam(c->fn, 2);
   LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->cx, c->fn, "entry");
   LLVMPositionBuilderAtEnd(c->b, entry);
+  c->out_root = storage_root(g, k->out);
+  c->scope = kernel_scope(c, idx);
 
   /* Base pointers of every value the kernel touches, loaded once. */
   char *used = calloc(g->nvals, 1);
@@ -541,7 +564,8 @@ static void emit_loop_kernel(CG *c, Kernel *k, int idx) {
   if (k->out_dt == DT_BOOL) val = LLVMBuildZExt(c->b, val, c->i8, "");
   LLVMTypeRef mt = mem_ty(c, k->out_dt);
   LLVMValueRef p = LLVMBuildGEP2(c->b, mt, c->base[k->out], &oidx, 1, "");
-  LLVMBuildStore(c->b, val, p);
+  LLVMValueRef st = LLVMBuildStore(c->b, val, p);
+  LLVMSetMetadata(st, LLVMGetMDKindIDInContext(c->cx, "alias.scope", 11), c->scope);
   if (k->nvar == 0) {
     LLVMBuildBr(c->b, loops[0].exit);
     LLVMPositionBuilderAtEnd(c->b, loops[0].exit);

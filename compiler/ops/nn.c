@@ -18,6 +18,9 @@
 #include <string.h>
 
 #define NN_MAX_SP 4   /* spatial dims: each may need one clamped (dyn) load term */
+#ifndef CONV_CHUNK_BYTES
+#define CONV_CHUNK_BYTES (4 << 20)   /* im2col buffer per chunk of images */
+#endif
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -256,26 +259,38 @@ static int emit_pad(Graph *g, int node, int x, const Geom *q, int64_t rows, int6
   return t;
 }
 
-/* col[row, k..., o...] = src[row, o*s + k*d ...] for src [rows, sd...]:
- * the innermost var is the last output dim, a stride-s load. */
-static int emit_im2col(Graph *g, int node, int src, const Geom *q, int64_t rows, const int64_t *sd) {
-  int nsp = q->nsp, nv = 1 + 2 * nsp;
-  int64_t ext[KMAX_VARS], sst[NN_MAX_SP], st[KMAX_VARS] = {0};
+/* col[c, k..., n, o...] = src[n0 + n, c, o*s + k*d ...] for nb images of
+ * src [N, C, sd...]: channel-major with the images side by side, so that
+ * one GEMM covers them all. The innermost var is the last output dim, a
+ * stride-s load that vectorizes. */
+static void emit_im2col(Graph *g, int node, int src, int col, const Geom *q, int64_t n0, int64_t nb,
+                        int64_t C, const int64_t *sd) {
+  int nsp = q->nsp, nv = 2 + 2 * nsp;
+  int64_t ext[KMAX_VARS], os[KMAX_VARS], sst[NN_MAX_SP], ost[NN_MAX_SP], kst[NN_MAX_SP];
+  int64_t st[KMAX_VARS] = {0};
+  int64_t inner = shape_nelem(nsp, sd), P = shape_nelem(nsp, q->out);
   shape_strides(nsp, sd, sst);
-  ext[0] = rows;
-  st[0] = shape_nelem(nsp, sd);
+  shape_strides(nsp, q->out, ost);
+  shape_strides(nsp, q->k, kst);
+  /* The outer var is the one the thread pool splits: the larger of C, nb. */
+  int cv = C >= nb ? 0 : 1, nvr = 1 - cv;
+  ext[cv] = C;
+  st[cv] = inner;
+  os[cv] = shape_nelem(nsp, q->k) * nb * P;
+  ext[nvr] = nb;
+  st[nvr] = C * inner;
+  os[nvr] = P;
   for (int i = 0; i < nsp; i++) {
-    ext[1 + i] = q->k[i];
-    st[1 + i] = q->d[i] * sst[i];
-    ext[1 + nsp + i] = q->out[i];
-    st[1 + nsp + i] = q->s[i] * sst[i];
+    ext[2 + i] = q->k[i];
+    st[2 + i] = q->d[i] * sst[i];
+    os[2 + i] = kst[i] * nb * P;
+    ext[2 + nsp + i] = q->out[i];
+    st[2 + nsp + i] = q->s[i] * sst[i];
+    os[2 + nsp + i] = ost[i];
   }
-  int64_t total = shape_nelem(nv, ext);
-  int col = new_temp(g, node, "im2col", g->vals[src].dt, 1, &total);
   Kernel *k = k_loop(g, node, col, nv, ext);
-  shape_strides(nv, ext, k->out_stride);
-  k->body = load(g, src, st);
-  return col;
+  memcpy(k->out_stride, os, sizeof(int64_t) * nv);
+  k->body = e_load(g, src, n0 * C * inner, st, KMAX_VARS);
 }
 
 static void gemm_params(Kernel *k, DType dt, int ta, int64_t M, int64_t N, int64_t K, int64_t lda,
@@ -320,22 +335,56 @@ int lower_conv(Graph *g, int node) {
     sd[i] = q.in[i];
   }
   int64_t Cg = C / G, Mg = M / G, K = Cg * kk;
-  /* A 1x1 stride-1 conv multiplies the (padded) input directly. */
-  int col = x;
-  if (pad) col = emit_pad(g, node, x, &q, N * C, sd);
-  if (!unit) col = emit_im2col(g, node, col, &q, N * C, sd);
   int bias = has_in(g, node, 2);
-  if (bias) {
+  int src = pad ? emit_pad(g, node, x, &q, N * C, sd) : x;
+  /* Images per im2col chunk: enough for a large GEMM, few enough that the
+   * buffer stays in cache between im2col and GEMM; chunks balanced. A 1x1
+   * stride-1 conv multiplies the (padded) input directly. */
+  int64_t per_img = C * kk * P * dt_size(dt);
+  int64_t nb = unit ? 1 : CONV_CHUNK_BYTES / (per_img ? per_img : 1);
+  nb = nb < 1 ? 1 : nb > N ? N : nb;
+  nb = (N + (N + nb - 1) / nb - 1) / ((N + nb - 1) / nb);
+  int col = src, gout = y;
+  if (!unit) col = new_temp(g, node, "im2col", dt, 1, (int64_t[]){C * kk * nb * P});
+  if (nb > 1) gout = new_temp(g, node, "gemm", dt, 1, (int64_t[]){M * N * P});
+  if (bias && nb == 1) {
     Kernel *kb = k_elementwise(g, node, y);
     kb->body = chan_load(g, n->in[2], 1, dt);
   }
-  Kernel *k = k_extern(g, node, EXT_gemm);
-  k_arg(k, w, 0);
-  k_arg(k, col, 0);
-  k_arg(k, y, 0);
-  gemm_params(k, dt, 0, Mg, P, K, K, bias ? 1.0 : 0.0);
-  gemm_level(k, N, 0, C * kk * P, M * P);
-  gemm_level(k, G, Mg * K, K * P, Mg * P);
+  if (unit) {
+    Kernel *k = k_extern(g, node, EXT_gemm);
+    k_arg(k, w, 0);
+    k_arg(k, col, 0);
+    k_arg(k, y, 0);
+    gemm_params(k, dt, 0, Mg, P, K, K, bias ? 1.0 : 0.0);
+    gemm_level(k, N, 0, C * P, M * P);
+    gemm_level(k, G, Mg * K, K * P, Mg * P);
+    return MATC_OK;
+  }
+  for (int64_t n0 = 0; n0 < N; n0 += nb) {
+    int64_t cnt = N - n0 < nb ? N - n0 : nb;
+    emit_im2col(g, node, src, col, &q, n0, cnt, C, sd);
+    /* gout[chunk][m, n, p] = W[m, :] col[:, n, p], or y[n0] directly. */
+    Kernel *k = k_extern(g, node, EXT_gemm);
+    k_arg(k, w, 0);
+    k_arg(k, col, 0);
+    k_arg(k, gout, n0 * M * P);
+    gemm_params(k, dt, 0, Mg, cnt * P, K, K, bias && nb == 1 ? 1.0 : 0.0);
+    gemm_level(k, G, Mg * K, K * cnt * P, Mg * cnt * P);
+  }
+  /* y[n, m, p] = gout[chunk][m, n', p] (+ bias): one kernel for the full
+   * chunks, one for a shorter last chunk. */
+  for (int64_t n0 = 0; nb > 1 && n0 < N;) {
+    int64_t cnt = N - n0 < nb ? N - n0 : nb, nch = cnt < nb ? 1 : (N - n0) / nb;
+    int64_t ext[4] = {nch, cnt, M, P}, st[KMAX_VARS] = {M * cnt * P, P, cnt * P, 1};
+    Kernel *kt = k_loop(g, node, y, 4, ext);
+    shape_strides(4, ext, kt->out_stride);
+    kt->out_stride[0] = cnt * M * P;
+    kt->out_off = n0 * M * P;
+    kt->body = e_load(g, gout, n0 * M * P, st, KMAX_VARS);
+    if (bias) kt->body = bin(g, B_ADD, kt->body, chan_load(g, n->in[2], 2, dt));
+    n0 += nch * cnt;
+  }
   return MATC_OK;
 }
 
