@@ -30,7 +30,10 @@ typedef struct {
   LLVMValueRef *base;                   /* per value: base pointer, or NULL */
   LLVMValueRef var[KMAX_VARS];          /* allocas of the loop vars */
   LLVMValueRef acc;                     /* value of the accumulator in post */
-  LLVMValueRef in_scope;                /* !alias.scope for loads, or NULL */
+  /* Scoped no-alias metadata of the kernel being built: its store and the
+   * loads of other buffers never overlap, which lets LLVM vectorize. */
+  int out_root;
+  LLVMValueRef scope;
   /* memo of emitted expressions within one emission of a body */
   Expr **memo_e;
   LLVMValueRef *memo_v;
@@ -187,6 +190,21 @@ static LLVMValueRef emit_index(CG *c, Expr *e) {
   return idx;
 }
 
+static int storage_root(Graph *g, int v) {
+  while (g->vals[v].alias_of >= 0) v = g->vals[v].alias_of;
+  return v;
+}
+
+/* A one-scope list, !{!{"kN", !{"kN"}}}, unique to kernel idx. */
+static LLVMValueRef kernel_scope(CG *c, int idx) {
+  char name[32];
+  int len = snprintf(name, sizeof name, "matc.k%d", idx);
+  LLVMMetadataRef str = LLVMMDStringInContext2(c->cx, name, len);
+  LLVMMetadataRef dom = LLVMMDNodeInContext2(c->cx, &str, 1);
+  LLVMMetadataRef scope = LLVMMDNodeInContext2(c->cx, (LLVMMetadataRef[]){str, dom}, 2);
+  return LLVMMetadataAsValue(c->cx, LLVMMDNodeInContext2(c->cx, &scope, 1));
+}
+
 static LLVMValueRef emit_load(CG *c, Expr *e) {
   LLVMValueRef base = c->base[e->val];
   MATC_ASSERT(base);
@@ -194,7 +212,8 @@ static LLVMValueRef emit_load(CG *c, Expr *e) {
   LLVMTypeRef mt = mem_ty(c, dt);
   LLVMValueRef p = LLVMBuildGEP2(c->b, mt, base, (LLVMValueRef[]){emit_index(c, e)}, 1, "");
   LLVMValueRef x = LLVMBuildLoad2(c->b, mt, p, "");
-  if (c->in_scope) LLVMSetMetadata(x, LLVMGetMDKindIDInContext(c->cx, "alias.scope", 11), c->in_scope);
+  if (c->scope && storage_root(c->g, e->val) != c->out_root)
+    LLVMSetMetadata(x, LLVMGetMDKindIDInContext(c->cx, "noalias", 7), c->scope);
   if (dt == DT_BOOL) x = LLVMBuildICmp(c->b, LLVMIntNE, x, LLVMConstInt(c->i8, 0, 0), "");
   return x;
 }
@@ -543,30 +562,13 @@ static void emit_loop_kernel(CG *c, Kernel *k, int idx) {
   LLVMValueRef lo = LLVMGetParam(c->fn, 1), hi = LLVMGetParam(c->fn, 2);
   LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->cx, c->fn, "entry");
   LLVMPositionBuilderAtEnd(c->b, entry);
+  c->out_root = storage_root(g, k->out);
+  c->scope = kernel_scope(c, idx);
 
   /* Base pointers of every value the kernel touches, loaded once. */
   char *used = calloc(g->nvals, 1);
   collect_vals(k->body, used);
   collect_vals(k->post, used);
-  /* When no load shares the output's storage (the usual case: every value
-   * that is not a view owns its buffer), tell LLVM so: loop-invariant
-   * loads, such as a Gather's index, can then leave the inner loop and
-   * the loop vectorizes. */
-  int disjoint = !used[k->out];
-  for (int v = 0; v < g->nvals && disjoint; v++)
-    if (used[v] && g->vals[v].alias_of >= 0 && g->vals[v].alias_of == k->out) disjoint = 0;
-  if (g->vals[k->out].alias_of >= 0) disjoint = 0;
-  c->in_scope = NULL;
-  LLVMValueRef out_noalias = NULL;
-  if (disjoint) {
-    char nm[48];
-    snprintf(nm, sizeof nm, "matc.k%d", idx);
-    LLVMMetadataRef dom = LLVMMDNodeInContext2(c->cx, (LLVMMetadataRef[]){LLVMMDStringInContext2(c->cx, nm, strlen(nm))}, 1);
-    strcat(nm, ".in");
-    LLVMMetadataRef sc = LLVMMDNodeInContext2(c->cx, (LLVMMetadataRef[]){LLVMMDStringInContext2(c->cx, nm, strlen(nm)), dom}, 2);
-    LLVMMetadataRef list = LLVMMDNodeInContext2(c->cx, &sc, 1);
-    c->in_scope = out_noalias = LLVMMetadataAsValue(c->cx, list);
-  }
   used[k->out] = 1;
   memset(c->base, 0, sizeof(LLVMValueRef) * g->nvals);
   for (int v = 0; v < g->nvals; v++) {
@@ -655,8 +657,7 @@ static void emit_loop_kernel(CG *c, Kernel *k, int idx) {
   LLVMTypeRef mt = mem_ty(c, k->out_dt);
   LLVMValueRef p = LLVMBuildGEP2(c->b, mt, c->base[k->out], &oidx, 1, "");
   LLVMValueRef st = LLVMBuildStore(c->b, val, p);
-  if (out_noalias) LLVMSetMetadata(st, LLVMGetMDKindIDInContext(c->cx, "noalias", 7), out_noalias);
-  c->in_scope = NULL;
+  LLVMSetMetadata(st, LLVMGetMDKindIDInContext(c->cx, "alias.scope", 11), c->scope);
   if (k->nvar == 0) {
     LLVMBuildBr(c->b, loops[0].exit);
     LLVMPositionBuilderAtEnd(c->b, loops[0].exit);

@@ -22,9 +22,10 @@ static int foldable_input(Graph *g, int v) {
 
 static int fold_node(Graph *g, int i) {
   Node *n = &g->nodes[i];
-  int k0 = g->nkernels, nv0 = g->nvals;
+  int k0 = g->nkernels, v0 = g->nvals;
   int rc = op_table[n->op].lower(g, i);
   if (rc) return rc;
+  n = &g->nodes[i];
   void **ptrs = calloc(g->nvals, sizeof(void *));
   for (int j = 0; j < n->nin; j++)
     if (n->in[j] >= 0) ptrs[n->in[j]] = g->vals[n->in[j]].data->data;
@@ -48,15 +49,16 @@ static int fold_node(Graph *g, int i) {
     ptrs[o] = t->data;
     v->data = t;
   }
-  /* Scratch values the lowering made (Softmax's row maxima...), then views
-   * of other values (Einsum's reshaped operands). */
-  for (int v = nv0; v < g->nvals; v++) {
+  /* Values the lowering added: tables it filled, scratch values it needs
+   * (Softmax's row maxima...), then views of other values (Einsum's
+   * reshaped operands). */
+  for (int v = v0; v < g->nvals; v++) {
     Value *x = &g->vals[v];
     if (x->alias_of >= 0 || ptrs[v]) continue;
     size_t bytes = (size_t)value_nelem(x) * dt_size(x->dt);
-    ptrs[v] = arena_alloc(g->arena, bytes ? bytes : 1);
+    ptrs[v] = x->data ? x->data->data : arena_alloc(g->arena, bytes ? bytes : 1);
   }
-  for (int v = nv0; v < g->nvals; v++) {
+  for (int v = v0; v < g->nvals; v++) {
     Value *x = &g->vals[v];
     if (x->alias_of >= 0 && ptrs[x->alias_of])
       ptrs[v] = (char *)ptrs[x->alias_of] + x->alias_off * dt_size(g->vals[x->alias_of].dt);
