@@ -118,7 +118,12 @@ typedef struct {
   int nattr;
   Attr *attr;
   int dead;                      /* removed by a pass */
+  int opset;                     /* opset its semantics follow; 0 = the graph's.
+                                    Nodes made by passes (autodiff) set it. */
 } Node;
+
+/* The opset a node's semantics follow (ops changed meaning across opsets). */
+#define NODE_OPSET(g, n) ((n)->opset ? (n)->opset : (g)->opset)
 
 typedef struct Graph {
   Arena *arena;
@@ -183,12 +188,15 @@ Tensor *known_value(Graph *g, int v);
 
 /* ---------------------------------------------------------------- 4. op table */
 
-typedef struct Ctx Ctx;
+typedef struct AD AD;
 typedef int (*InferFn)(Graph *g, int node);   /* set output dtypes/shapes */
 typedef int (*LowerFn)(Graph *g, int node);   /* append kernels */
+/* Appends the backward of `node`: dy[j] is the gradient of output j (-1
+ * if none), the rule sets dx[i] for each input i that ad_needs(). */
+typedef int (*GradFn)(AD *ad, int node, const int *dy, int *dx);
 
 enum {
-#define OP(name, infer, lower, flags) OP_##name,
+#define OP(name, infer, lower, grad, flags) OP_##name,
 #include "ops.def"
 #undef OP
   OP_COUNT
@@ -205,11 +213,13 @@ typedef struct {
   const char *name;
   InferFn infer;
   LowerFn lower;
+  GradFn grad;
   int flags;
 } OpInfo;
 
 extern const OpInfo op_table[OP_COUNT];
 int op_lookup(const char *op_type);           /* -1 when unknown */
+int grad_none(AD *ad, int node, const int *dy, int *dx);  /* "no gradient rule" */
 
 /* ---------------------------------------------------------------- 5. kernel IR */
 
@@ -351,7 +361,48 @@ void shape_strides(int rank, const int64_t *dims, int64_t *strides);
 /* Interpreter: runs kernels k0..k1-1 of g with storage ptrs[v] per value. */
 int kernels_interpret(Graph *g, int k0, int k1, void **ptrs);
 
-/* ---------------------------------------------------------------- 6. passes */
+/* ---------------------------------------------------------------- 6. autodiff builders
+ * Gradient rules write the backward pass in forward ops: each builder
+ * appends one node (in the canonical opset AD_OPSET, whatever the model's),
+ * infers its shape at once, and returns its output value. Errors are
+ * sticky: after one, builders return -1 and autodiff reports ad->g->err. */
+
+#define AD_OPSET 17
+
+struct AD {
+  Graph *g;
+  char *needs;                  /* per value: a gradient must flow through it */
+  int node;                     /* forward node whose rule is running */
+  int status;                   /* first error, MATC_OK while none */
+};
+
+int ad_needs(AD *ad, int node, int input);      /* does input i need dx? */
+int ad_node(AD *ad, const char *op, int nin, const int *in, int nattr, const Attr *attr);
+int ad_node_n(AD *ad, const char *op, int nin, const int *in, int nattr, const Attr *attr,
+              int nout, int *out);             /* several outputs */
+Attr ad_attr_i(const char *name, int64_t v);
+Attr ad_attr_f(const char *name, float v);
+Attr ad_attr_s(const char *name, const char *s);
+Attr ad_attr_ints(AD *ad, const char *name, int n, const int64_t *v);
+int ad_const(AD *ad, DType dt, double v);                      /* scalar */
+int ad_const_ints(AD *ad, int n, const int64_t *v);            /* int64 [n] */
+int ad_add(AD *ad, int a, int b);
+int ad_sub(AD *ad, int a, int b);
+int ad_mul(AD *ad, int a, int b);
+int ad_div(AD *ad, int a, int b);
+int ad_neg(AD *ad, int a);
+int ad_unary(AD *ad, const char *op, int a);
+int ad_scale(AD *ad, int a, double s);                        /* a * s */
+int ad_matmul(AD *ad, int a, int b);
+int ad_transpose(AD *ad, int x, const int64_t *perm);          /* perm of x's rank */
+int ad_swap_last(AD *ad, int x);                               /* transpose last two dims */
+int ad_reshape(AD *ad, int x, int rank, const int64_t *dims);
+int ad_reduce_sum(AD *ad, int x, int naxes, const int64_t *axes, int keepdims);
+/* Sums a broadcast gradient back to the shape of the value it came from. */
+int ad_sum_to(AD *ad, int grad, int like);
+int ad_zeros_like(AD *ad, int like);
+
+/* ---------------------------------------------------------------- 7. passes */
 
 int import_onnx(Graph *g, const char *path);                 /* compiler/onnx_import.c */
 int import_tensor_file(Arena *a, const char *path, Tensor *t, const char **name,
@@ -363,6 +414,11 @@ int infer_shapes(Graph *g);                                   /* passes/infer_sh
 int lower_kernels(Graph *g);                                  /* passes/lower_kernels.c */
 int fuse_elementwise(Graph *g);                               /* passes/fuse_elementwise.c */
 int merge_loops(Graph *g);                                    /* passes/merge_loops.c */
+/* Appends the gradients of sum_i <outs[i], seeds[i]> with respect to each
+ * wrt[j] (float values) to g; grads[j] gets the gradient value. */
+int autodiff(Graph *g, int nouts, const int *outs, const int *seeds, int nwrt, const int *wrt,
+             int *grads);                                     /* passes/autodiff.c */
+int promote_f64(Graph *g);                                    /* passes/promote_f64.c */
 Expr *expr_copy(Graph *g, Expr *e);                           /* compiler/kir.c */
 int expr_size(const Expr *e);
 int eliminate_dead(Graph *g);                                 /* passes/eliminate_dead.c */

@@ -3,12 +3,14 @@
 
 #include <string.h>
 
-#define OP(name, infer, lower, flags) int infer(Graph *g, int node); int lower(Graph *g, int node);
+#define OP(name, infer, lower, grad, flags) \
+  int infer(Graph *g, int node); int lower(Graph *g, int node); \
+  int grad(AD *ad, int node, const int *dy, int *dx);
 #include "ops.def"
 #undef OP
 
 const OpInfo op_table[OP_COUNT] = {
-#define OP(name, infer, lower, flags) {#name, infer, lower, flags},
+#define OP(name, infer, lower, grad, flags) {#name, infer, lower, grad, flags},
 #include "ops.def"
 #undef OP
 };
@@ -17,6 +19,13 @@ int op_lookup(const char *op_type) {
   for (int i = 0; i < OP_COUNT; i++)
     if (strcmp(op_table[i].name, op_type) == 0) return i;
   return -1;
+}
+
+/* The gradient rule of ops that have none: autodiff reports the node. */
+int grad_none(AD *ad, int node, const int *dy, int *dx) {
+  (void)dy;
+  (void)dx;
+  return unsupported(ad->g, node, -1, "no gradient rule for this op");
 }
 
 /* For ops that always resolve during shape inference (Constant, Shape):

@@ -12,7 +12,6 @@
 #include <string.h>
 #include <time.h>
 
-#define EXIT_UNSUPPORTED 77
 
 static const char *usage_text =
     "usage: matc COMMAND MODEL.onnx [options]\n"
@@ -21,6 +20,9 @@ static const char *usage_text =
     "  inspect MODEL [--json] [--batch N]      graph summary, shapes, parameters\n"
     "  run MODEL --data DIR [--batch N]        forward pass on DIR/input_*.pb;\n"
     "      [--rtol R] [--atol A] [--repeat N]  compares with DIR/output_*.pb if present\n"
+    "  gradcheck MODEL --data DIR [--tol T]    gradient of sum_i <output_i, cotangent_i>\n"
+    "      [--fd] [--f64]                      against DIR/grad_*.pb (or, with --fd,\n"
+    "                                          float64 central differences)\n"
     "\n"
     "common options:\n"
     "  --dump-after=PASS   print the IR after PASS (infer-shapes, eliminate-dead,\n"
@@ -28,12 +30,8 @@ static const char *usage_text =
     "  --threads N         worker threads (default: one per core)\n"
     "  -v                  verbose\n";
 
-typedef struct {
-  const char *cmd, *model, *data, *dump_after;
-  int64_t batch;
-  double rtol, atol;
-  int json, verbose, repeat, threads;
-} Options;
+#include "cli.h"
+
 
 static int usage(const char *msg) {
   if (msg) fprintf(stderr, "matc: %s\n\n", msg);
@@ -54,7 +52,9 @@ static int parse_args(int argc, char **argv, Options *o) {
     else if (strcmp(a, "--batch") == 0) { NEEDARG(); o->batch = atoll(next); }
     else if (strcmp(a, "--rtol") == 0) { NEEDARG(); o->rtol = atof(next); }
     else if (strcmp(a, "--atol") == 0) { NEEDARG(); o->atol = atof(next); }
-    else if (strcmp(a, "--tol") == 0) { NEEDARG(); o->rtol = atof(next); }
+    else if (strcmp(a, "--tol") == 0) { NEEDARG(); o->tol = atof(next); o->rtol = o->tol; }
+    else if (strcmp(a, "--fd") == 0) o->fd = 1;
+    else if (strcmp(a, "--f64") == 0) o->f64 = 1;
     else if (strcmp(a, "--repeat") == 0) { NEEDARG(); o->repeat = atoi(next); }
     else if (strcmp(a, "--threads") == 0) { NEEDARG(); o->threads = atoi(next); }
     else if (strncmp(a, "--dump-after=", 13) == 0) o->dump_after = a + 13;
@@ -76,13 +76,13 @@ static int parse_args(int argc, char **argv, Options *o) {
   return 0;
 }
 
-static int report(Graph *g, int rc) {
+int report(Graph *g, int rc) {
   fprintf(stderr, "matc: %s\n", g->err[0] ? g->err : "error");
   return rc == MATC_UNSUPPORTED || g->unsupported ? EXIT_UNSUPPORTED : 1;
 }
 
 /* Reads DIR/<prefix>_<i>.pb for i = 0, 1, ... until one is missing. */
-static int read_tensors(Graph *g, const char *dir, const char *prefix, Tensor **out,
+int read_tensors(Graph *g, const char *dir, const char *prefix, Tensor **out,
                         const char ***names, int *n) {
   *n = 0;
   *out = NULL;
@@ -107,22 +107,24 @@ static int read_tensors(Graph *g, const char *dir, const char *prefix, Tensor **
   return MATC_OK;
 }
 
-static double now_ms(void) {
+double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
+
+
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
 }
 
-static const Pass front_passes[] = {
+const Pass front_passes[] = {
     {"infer-shapes", infer_shapes},
 };
 
-static int compare(const char *name, const Tensor *want, const void *got, DType dt,
+int compare(const char *name, const Tensor *want, const void *got, DType dt,
                    double rtol, double atol) {
   int64_t n = tensor_nelem(want);
   Tensor gt = *want;
@@ -154,7 +156,7 @@ static int compare(const char *name, const Tensor *want, const void *got, DType 
 }
 
 /* Binds DIR's input tensors to the graph inputs: by name, else by position. */
-static int bind_data(Graph *g, const char *dir, Tensor *ins, const char **names, int nin, int *bound) {
+int bind_data(Graph *g, const char *dir, Tensor *ins, const char **names, int nin, int *bound) {
   if (nin == 0 && g->ninputs > 0) {
     fprintf(stderr, "matc: %s: no input_0.pb in %s\n", g->path, dir);
     return 1;
@@ -180,7 +182,7 @@ static int bind_data(Graph *g, const char *dir, Tensor *ins, const char **names,
 }
 
 /* Compares the graph outputs with the reference tensors; 1 on mismatch. */
-static int check_outputs(Graph *g, Exec *x, Tensor *outs, int nout, double rtol, double atol) {
+int check_outputs(Graph *g, Exec *x, Tensor *outs, int nout, double rtol, double atol) {
   int bad = 0;
   if (nout > 0 && nout != g->noutputs) {
     printf("the data has %d outputs, the model %d\n", nout, g->noutputs);
@@ -345,6 +347,7 @@ int main(int argc, char **argv) {
   if (o.threads > 0) matc_rt_set_threads(o.threads);
   if (strcmp(o.cmd, "run") == 0) return cmd_run(&o);
   if (strcmp(o.cmd, "inspect") == 0) return cmd_inspect(&o);
+  if (strcmp(o.cmd, "gradcheck") == 0) return cmd_gradcheck(&o);
   fprintf(stderr, "matc: unknown command '%s'\n\n", o.cmd);
   return usage(NULL);
 }

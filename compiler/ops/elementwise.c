@@ -56,7 +56,7 @@ static int infer_broadcast(Graph *g, int node, int first, DType out_dt) {
 static int prelu_channel_slope(Graph *g, int node) {
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]], *s = &g->vals[n->in[1]];
-  return g->opset < 7 && x->rank >= 2 && s->rank == 1 && s->dims[0] > 1 &&
+  return NODE_OPSET(g, n) < 7 && x->rank >= 2 && s->rank == 1 && s->dims[0] > 1 &&
          s->dims[0] == x->dims[1];
 }
 
@@ -276,7 +276,7 @@ static Expr *build_elem(Graph *g, int node, Expr **in, int nin) {
   case OP_Where: return e_sel(g, in[0], in[1], in[2]);
   case OP_Clip: {
     Expr *y = x;
-    if (g->opset < 11 || (nin == 1 && attr_get(n, "min"))) {
+    if (NODE_OPSET(g, n) < 11 || (nin == 1 && attr_get(n, "min"))) {
       const Attr *lo = attr_get(n, "min"), *hi = attr_get(n, "max");
       if (lo) y = e_bin(g, B_MAX, y, cf(g, x, lo->f));
       if (hi) y = e_bin(g, B_MIN, y, cf(g, x, hi->f));
@@ -331,6 +331,158 @@ int lower_dropout(Graph *g, int node) {
   if (n->nout > 1 && n->out[1] >= 0) {
     Kernel *k = k_elementwise(g, node, n->out[1]);
     k->body = e_consti(g, DT_BOOL, 1);
+  }
+  return MATC_OK;
+}
+
+/* ---------------------------------------------------------------- gradients
+ * dx = dy * f'(x), written in ops; broadcast inputs get their gradient
+ * summed back to their own shape (ad_sum_to). */
+
+int grad_binary(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  int a = n.in[0], b = n.in[1], y = n.out[0], d = dy[0];
+  switch (n.op) {
+  case OP_Add:
+    if (ad_needs(ad, node, 0)) dx[0] = ad_sum_to(ad, d, a);
+    if (ad_needs(ad, node, 1)) dx[1] = ad_sum_to(ad, d, b);
+    break;
+  case OP_Sub:
+    if (ad_needs(ad, node, 0)) dx[0] = ad_sum_to(ad, d, a);
+    if (ad_needs(ad, node, 1)) dx[1] = ad_sum_to(ad, ad_neg(ad, d), b);
+    break;
+  case OP_Mul:
+    if (ad_needs(ad, node, 0)) dx[0] = ad_sum_to(ad, ad_mul(ad, d, b), a);
+    if (ad_needs(ad, node, 1)) dx[1] = ad_sum_to(ad, ad_mul(ad, d, a), b);
+    break;
+  case OP_Div:
+    /* y = a / b: da = dy / b, db = -dy * y / b */
+    if (ad_needs(ad, node, 0)) dx[0] = ad_sum_to(ad, ad_div(ad, d, b), a);
+    if (ad_needs(ad, node, 1)) dx[1] = ad_sum_to(ad, ad_neg(ad, ad_div(ad, ad_mul(ad, d, y), b)), b);
+    break;
+  case OP_Pow: {
+    /* y = a^b: da = dy * b * a^(b-1), db = dy * y * log(a) */
+    if (ad_needs(ad, node, 0)) {
+      Tensor *e = known_value(g, b);
+      int t;
+      if (e && tensor_nelem(e) == 1 && tensor_get_f(e, 0) == 2) {
+        t = ad_scale(ad, a, 2.0);
+      } else {
+        /* b * a^(b-1), not b * y / a, which fails at a = 0 */
+        int bb = g->vals[b].dt == g->vals[a].dt ? b : ad_node(ad, "CastLike", 2, (int[]){b, a}, 0, NULL);
+        int bm1 = ad_sub(ad, bb, ad_const(ad, g->vals[a].dt, 1));
+        t = ad_mul(ad, bb, ad_node(ad, "Pow", 2, (int[]){a, bm1}, 0, NULL));
+      }
+      dx[0] = ad_sum_to(ad, ad_mul(ad, d, t), a);
+    }
+    if (ad_needs(ad, node, 1))
+      dx[1] = ad_sum_to(ad, ad_mul(ad, ad_mul(ad, d, y), ad_unary(ad, "Log", a)), b);
+    break;
+  }
+  case OP_PRelu: {
+    /* y = a < 0 ? b*a : a */
+    int neg = ad_node(ad, "Less", 2, (int[]){a, ad_const(ad, g->vals[a].dt, 0)}, 0, NULL);
+    if (ad_needs(ad, node, 0))
+      dx[0] = ad_node(ad, "Where", 3, (int[]){neg, ad_mul(ad, d, b), d}, 0, NULL);
+    if (ad_needs(ad, node, 1))
+      dx[1] = ad_sum_to(ad, ad_node(ad, "Where", 3, (int[]){neg, ad_mul(ad, d, a), ad_zeros_like(ad, d)}, 0, NULL), b);
+    break;
+  }
+  default:
+    return grad_none(ad, node, dy, dx);
+  }
+  return MATC_OK;
+}
+
+int grad_unary(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  int x = n.in[0], y = n.out[0], d = dy[0];
+  DType dt = g->vals[x].dt;
+  int r;
+  switch (n.op) {
+  case OP_Neg: r = ad_neg(ad, d); break;
+  case OP_Identity: r = d; break;
+  case OP_Exp: r = ad_mul(ad, d, y); break;
+  case OP_Log: r = ad_div(ad, d, x); break;
+  case OP_Sqrt: r = ad_div(ad, d, ad_scale(ad, y, 2.0)); break;
+  case OP_Reciprocal: r = ad_neg(ad, ad_mul(ad, d, ad_mul(ad, y, y))); break;
+  case OP_Tanh: /* 1 - y^2 */
+    r = ad_mul(ad, d, ad_sub(ad, ad_const(ad, dt, 1), ad_mul(ad, y, y)));
+    break;
+  case OP_Sigmoid: /* y (1 - y) */
+    r = ad_mul(ad, d, ad_mul(ad, y, ad_sub(ad, ad_const(ad, dt, 1), y)));
+    break;
+  case OP_Erf: /* 2/sqrt(pi) exp(-x^2) */
+    r = ad_mul(ad, d, ad_scale(ad, ad_unary(ad, "Exp", ad_neg(ad, ad_mul(ad, x, x))), 1.1283791670955126));
+    break;
+  case OP_Abs: r = ad_mul(ad, d, ad_unary(ad, "Sign", x)); break;
+  case OP_Sin: r = ad_mul(ad, d, ad_unary(ad, "Cos", x)); break;
+  case OP_Cos: r = ad_neg(ad, ad_mul(ad, d, ad_unary(ad, "Sin", x))); break;
+  case OP_Softplus: r = ad_mul(ad, d, ad_unary(ad, "Sigmoid", x)); break;
+  case OP_Relu: case OP_LeakyRelu: {
+    int pos = ad_node(ad, "Greater", 2, (int[]){x, ad_const(ad, dt, 0)}, 0, NULL);
+    int other = n.op == OP_Relu ? ad_zeros_like(ad, d) : ad_scale(ad, d, attr_f(&n, "alpha", 0.01f));
+    r = ad_node(ad, "Where", 3, (int[]){pos, d, other}, 0, NULL);
+    break;
+  }
+  case OP_Floor: case OP_Ceil: case OP_Round: case OP_Sign:
+    r = ad_zeros_like(ad, x);
+    break;
+  case OP_Dropout: r = d; break;     /* inference Dropout is the identity */
+  case OP_Cast: case OP_CastLike:
+    if (!dt_is_float(dt)) return MATC_OK;
+    r = ad_node(ad, "CastLike", 2, (int[]){d, x}, 0, NULL);
+    break;
+  case OP_Clip: {
+    /* gradient flows where min <= x <= max */
+    int keep = -1;
+    Tensor *lo = n.nin > 1 && n.in[1] >= 0 ? known_value(g, n.in[1]) : NULL;
+    Tensor *hi = n.nin > 2 && n.in[2] >= 0 ? known_value(g, n.in[2]) : NULL;
+    const Attr *alo = attr_get(&n, "min"), *ahi = attr_get(&n, "max");
+    if ((n.nin > 1 && n.in[1] >= 0 && !lo) || (n.nin > 2 && n.in[2] >= 0 && !hi))
+      return unsupported(g, node, -1, "Clip bounds must be constants to differentiate");
+    double l = lo ? tensor_get_f(lo, 0) : alo ? alo->f : -1.0 / 0.0;
+    double h = hi ? tensor_get_f(hi, 0) : ahi ? ahi->f : 1.0 / 0.0;
+    int ge = ad_node(ad, "GreaterOrEqual", 2, (int[]){x, ad_const(ad, dt, l)}, 0, NULL);
+    int le = ad_node(ad, "LessOrEqual", 2, (int[]){x, ad_const(ad, dt, h)}, 0, NULL);
+    keep = ad_node(ad, "And", 2, (int[]){ge, le}, 0, NULL);
+    r = ad_node(ad, "Where", 3, (int[]){keep, d, ad_zeros_like(ad, d)}, 0, NULL);
+    break;
+  }
+  default:
+    return grad_none(ad, node, dy, dx);
+  }
+  dx[0] = r;
+  return MATC_OK;
+}
+
+/* Where(c, a, b): the gradient goes to a where c holds, else to b. */
+int grad_where(AD *ad, int node, const int *dy, int *dx) {
+  Node n = ad->g->nodes[node];
+  int zero = ad_zeros_like(ad, dy[0]);
+  if (ad_needs(ad, node, 1))
+    dx[1] = ad_sum_to(ad, ad_node(ad, "Where", 3, (int[]){n.in[0], dy[0], zero}, 0, NULL), n.in[1]);
+  if (ad_needs(ad, node, 2))
+    dx[2] = ad_sum_to(ad, ad_node(ad, "Where", 3, (int[]){n.in[0], zero, dy[0]}, 0, NULL), n.in[2]);
+  return MATC_OK;
+}
+
+/* Sum, Mean, Max, Min over several inputs. */
+int grad_variadic(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  for (int k = 0; k < n.nin; k++) {
+    if (!ad_needs(ad, node, k)) continue;
+    int d = dy[0];
+    if (n.op == OP_Mean) d = ad_scale(ad, d, 1.0 / n.nin);
+    if (n.op == OP_Max || n.op == OP_Min) {
+      /* to the input equal to the result (ties: each gets it) */
+      int eq = ad_node(ad, "Equal", 2, (int[]){n.in[k], n.out[0]}, 0, NULL);
+      d = ad_node(ad, "Where", 3, (int[]){eq, d, ad_zeros_like(ad, d)}, 0, NULL);
+    }
+    dx[k] = ad_sum_to(ad, d, n.in[k]);
   }
   return MATC_OK;
 }

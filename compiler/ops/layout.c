@@ -360,7 +360,7 @@ int infer_concat(Graph *g, int node) {
   if (layout_need_inputs(g, node, 1)) return MATC_ERR;
   Value *x = &g->vals[n->in[0]];
   const Attr *aa = attr_get(n, "axis");
-  if (!aa && g->opset >= 4) return fail(g, node, -1, "attribute 'axis' is missing");
+  if (!aa && NODE_OPSET(g, n) >= 4) return fail(g, node, -1, "attribute 'axis' is missing");
   int axis = norm_axis(aa ? aa->i : 1, x->rank);   /* Concat-1 defaulted to axis 1 */
   if (axis < 0) return fail(g, node, -1, "axis is out of range for rank %d", x->rank);
   int64_t d[MATC_MAX_RANK];
@@ -476,7 +476,7 @@ static int slice_params(Graph *g, int node, int64_t *first, int64_t *step, int64
   int r = x->rank;
   int64_t st[MATC_MAX_RANK], en[MATC_MAX_RANK], ax[MATC_MAX_RANK], sp[MATC_MAX_RANK];
   int ns, ne, na = -1, np = -1, rc;
-  if (g->opset < 10) {
+  if (NODE_OPSET(g, n) < 10) {
     ns = attr_ints(n, "starts", st, MATC_MAX_RANK);
     ne = attr_ints(n, "ends", en, MATC_MAX_RANK);
     na = attr_ints(n, "axes", ax, MATC_MAX_RANK);
@@ -621,8 +621,8 @@ static int pad_params(Graph *g, int node, int64_t *pb, int64_t *pe, int *mode, i
   if (*mode < 0) return fail(g, node, -1, "unknown mode '%s'", m);
   *cv = -1;
   *cval = attr_f(n, "value", 0.0f);
-  if (g->opset < 11) {
-    np = attr_ints(n, g->opset < 2 ? "paddings" : "pads", p, 2 * MATC_MAX_RANK);
+  if (NODE_OPSET(g, n) < 11) {
+    np = attr_ints(n, NODE_OPSET(g, n) < 2 ? "paddings" : "pads", p, 2 * MATC_MAX_RANK);
     if (np < 0) np = attr_ints(n, "pads", p, 2 * MATC_MAX_RANK);
     if (np < 0) return fail(g, node, -1, "attribute 'pads' is missing");
   } else {
@@ -898,5 +898,27 @@ int lower_depth_space(Graph *g, int node) {
   int64_t ost[6];
   shape_strides(6, ext, ost);
   emit_copy(g, node, n->out[0], 0, ost, n->in[0], 0, ist, 6, ext);
+  return MATC_OK;
+}
+
+/* ---------------------------------------------------------------- gradients */
+
+/* Views: the gradient is dy seen with the input's shape. */
+int grad_view(AD *ad, int node, const int *dy, int *dx) {
+  Node n = ad->g->nodes[node];
+  Value x = ad->g->vals[n.in[0]];
+  dx[0] = ad_reshape(ad, dy[0], x.rank, x.dims);
+  return MATC_OK;
+}
+
+int grad_transpose(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  int rank = g->vals[n.in[0]].rank;
+  int perm[MATC_MAX_RANK];
+  if (get_perm(g, node, rank, perm)) return MATC_ERR;
+  int64_t inv[MATC_MAX_RANK];
+  for (int i = 0; i < rank; i++) inv[perm[i]] = i;
+  dx[0] = ad_transpose(ad, dy[0], inv);
   return MATC_OK;
 }

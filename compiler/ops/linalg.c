@@ -405,3 +405,71 @@ int lower_einsum(Graph *g, int node) {
   for (int i = 0; i < nn; i++) clab[0][ncl++] = nlist[i];
   return ein_loop(g, node, 1, &c, clab, &ncl, out, e.out, e.nout, e.dim);
 }
+
+/* ---------------------------------------------------------------- gradients */
+
+/* MatMul y = a @ b (numpy rules): da = dy @ b^T, db = a^T @ dy, with
+ * 1-D operands promoted and broadcast batch dims summed back. */
+int grad_matmul(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  int a = n.in[0], b = n.in[1], d = dy[0];
+  Value va = g->vals[a], vb = g->vals[b];
+  /* Promote 1-D operands (and dy) to matrices. */
+  int a2 = a, b2 = b, d2 = d;
+  if (va.rank == 1) a2 = ad_reshape(ad, a, 2, (int64_t[]){1, va.dims[0]});
+  if (vb.rank == 1) b2 = ad_reshape(ad, b, 2, (int64_t[]){vb.dims[0], 1});
+  if (va.rank == 1 || vb.rank == 1) {
+    Value vy = g->vals[n.out[0]];
+    /* rebuild dy as [..., M, N] */
+    int64_t dims[MATC_MAX_RANK];
+    int r = 0;
+    int nb = vy.rank - (va.rank > 1) - (vb.rank > 1);
+    for (int i = 0; i < nb; i++) dims[r++] = vy.dims[i];
+    dims[r++] = va.rank > 1 ? va.dims[va.rank - 2] : 1;
+    dims[r++] = vb.rank > 1 ? vb.dims[vb.rank - 1] : 1;
+    d2 = ad_reshape(ad, d, r, dims);
+  }
+  if (ad_needs(ad, node, 0)) {
+    int r = ad_matmul(ad, d2, ad_swap_last(ad, b2));
+    if (va.rank == 1) {
+      r = ad_sum_to(ad, r, a2);
+      r = ad_reshape(ad, r, 1, va.dims);
+    }
+    dx[0] = ad_sum_to(ad, r, a);
+  }
+  if (ad_needs(ad, node, 1)) {
+    int r = ad_matmul(ad, ad_swap_last(ad, a2), d2);
+    if (vb.rank == 1) {
+      r = ad_sum_to(ad, r, b2);
+      r = ad_reshape(ad, r, 1, vb.dims);
+    }
+    dx[1] = ad_sum_to(ad, r, b);
+  }
+  return MATC_OK;
+}
+
+/* Gemm y = alpha op(A) op(B) + beta C. */
+int grad_gemm(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  int a = n.in[0], b = n.in[1], d = dy[0];
+  int ta = (int)attr_i(&n, "transA", 0), tb = (int)attr_i(&n, "transB", 0);
+  double alpha = attr_f(&n, "alpha", 1.0f), beta = attr_f(&n, "beta", 1.0f);
+  int da = alpha == 1 ? d : ad_scale(ad, d, alpha);
+  if (ad_needs(ad, node, 0)) {
+    /* op(A) = A: dA = dy op(B)^T;  op(A) = A^T: dA = op(B) dy^T */
+    int bt = tb ? b : ad_swap_last(ad, b);           /* op(B)^T */
+    dx[0] = ta ? ad_matmul(ad, tb ? ad_swap_last(ad, b) : b, ad_swap_last(ad, da))
+               : ad_matmul(ad, da, bt);
+  }
+  if (ad_needs(ad, node, 1)) {
+    /* op(B) = B: dB = op(A)^T dy;  op(B) = B^T: dB = dy^T op(A) */
+    int at = ta ? a : ad_swap_last(ad, a);           /* op(A)^T */
+    dx[1] = tb ? ad_matmul(ad, ad_swap_last(ad, da), ta ? ad_swap_last(ad, a) : a)
+               : ad_matmul(ad, at, da);
+  }
+  if (n.nin > 2 && n.in[2] >= 0 && ad_needs(ad, node, 2))
+    dx[2] = ad_sum_to(ad, beta == 1 ? d : ad_scale(ad, d, beta), n.in[2]);
+  return MATC_OK;
+}

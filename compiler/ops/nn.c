@@ -839,7 +839,7 @@ static int check_chan_params(Graph *g, int node, int first, int last, int64_t C)
 
 static int bn_training(Graph *g, int node) {
   Node *n = &g->nodes[node];
-  if (g->opset >= 14) return (int)attr_i(n, "training_mode", 0);
+  if (NODE_OPSET(g, n) >= 14) return (int)attr_i(n, "training_mode", 0);
   /* Before opset 14 the extra outputs exist only in training. */
   for (int j = 1; j < n->nout; j++)
     if (n->out[j] >= 0) return 1;
@@ -852,11 +852,11 @@ int infer_batchnorm(Graph *g, int node) {
   Node *n = &g->nodes[node];
   Value *x = in_val(g, node, 0);
   if (x->rank < 2) return fail(g, node, 0, "input must have rank 2 or more");
-  if (g->opset < 9 && !attr_i(n, "spatial", 1))
+  if (NODE_OPSET(g, n) < 9 && !attr_i(n, "spatial", 1))
     return unsupported(g, node, -1, "BatchNormalization with spatial=0 is not supported");
   if ((rc = check_chan_params(g, node, 1, 4, x->dims[1]))) return rc;
   int training = bn_training(g, node);
-  if (training && g->opset < 14)
+  if (training && NODE_OPSET(g, n) < 14)
     return unsupported(g, node, -1, "training-mode BatchNormalization before opset 14 is not supported");
   set_out(g, node, 0, x->dt, x->rank, x->dims);
   int64_t C = x->dims[1];
@@ -1107,7 +1107,7 @@ static int resize_setup(Graph *g, int node, ResizeSpec *rs) {
   if (strcmp(attr_s(n, "keep_aspect_ratio_policy", "stretch"), "stretch"))
     return unsupported(g, node, -1, "keep_aspect_ratio_policy is not supported");
   /* Upsample and Resize-10 map coordinates asymmetrically and round down. */
-  int modern = n->op == OP_Resize && g->opset >= 11;
+  int modern = n->op == OP_Resize && NODE_OPSET(g, n) >= 11;
   rs->ctm = modern ? attr_s(n, "coordinate_transformation_mode", "half_pixel") : "asymmetric";
   rs->nearest = modern ? attr_s(n, "nearest_mode", "round_prefer_floor") : "floor";
   rs->a = attr_f(n, "cubic_coeff_a", -0.75f);

@@ -228,7 +228,7 @@ int lower_argmax(Graph *g, int node) {
 static int softmax_dims(Graph *g, int node, int64_t *outer, int64_t *len, int64_t *inner) {
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]];
-  int legacy = g->opset < 13;
+  int legacy = NODE_OPSET(g, n) < 13;
   int64_t a = attr_i(n, "axis", legacy ? 1 : -1);
   if (a < 0) a += x->rank;
   if (a < 0 || a > x->rank || (!legacy && a == x->rank) || x->rank == 0)
@@ -370,7 +370,7 @@ int lower_cumsum(Graph *g, int node) {
 static int topk_params(Graph *g, int node, int *axis, int64_t *k) {
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]];
-  if (g->opset >= 10) {
+  if (NODE_OPSET(g, n) >= 10) {
     if (n->nin < 2 || n->in[1] < 0) return fail(g, node, -1, "input K is missing");
     Tensor *t = known_value(g, n->in[1]);
     if (!t) return unsupported(g, node, 1, "K must be known at compile time");
