@@ -68,3 +68,25 @@ find_program(PYTHON3 NAMES python3)
 if(PYTHON3)
   matc_test(layout-edge-cases ${PYTHON3} ${MATC_SRC}/tests/layout/edge.py $<TARGET_FILE:matc>)
 endif()
+
+# Gradient checks. Per-op models under tests/grad/<family>/<case>/ (made by
+# tests/grad/<family>.py): analytic gradients of every float initializer
+# against float64 central differences. Bundled models: against PyTorch's
+# float64 autograd reference (grad_*.pb).
+file(GLOB grad_cases LIST_DIRECTORIES true ${MATC_SRC}/tests/grad/*/*)
+foreach(d ${grad_cases})
+  if(EXISTS ${d}/model.onnx)
+    get_filename_component(case ${d} NAME)
+    get_filename_component(fam ${d} DIRECTORY)
+    get_filename_component(fam ${fam} NAME)
+    matc_test(grad/${fam}/${case} $<TARGET_FILE:matc> gradcheck ${d}/model.onnx --data ${d}/test_data_set_0 --fd)
+    set_tests_properties(grad/${fam}/${case} PROPERTIES LABELS grad)
+  endif()
+endforeach()
+foreach(m mlp vgg-small bert-mini switch-mini)
+  if(EXISTS ${MATC_SRC}/models/${m}/test_data_set_0/grad_0.pb)
+    matc_test(model/${m}/gradcheck $<TARGET_FILE:matc> gradcheck ${MATC_SRC}/models/${m}/model.onnx
+      --data ${MATC_SRC}/models/${m}/test_data_set_0 --tol 1e-4)
+    set_tests_properties(model/${m}/gradcheck PROPERTIES LABELS "model;grad")
+  endif()
+endforeach()
