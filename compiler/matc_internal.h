@@ -418,6 +418,7 @@ int merge_loops(Graph *g);                                    /* passes/merge_lo
  * wrt[j] (float values) to g; grads[j] gets the gradient value. */
 int autodiff(Graph *g, int nouts, const int *outs, const int *seeds, int nwrt, const int *wrt,
              int *grads);                                     /* passes/autodiff.c */
+int expand_gradient(Graph *g, int node);                     /* passes/autodiff.c */
 int promote_f64(Graph *g);                                    /* passes/promote_f64.c */
 Expr *expr_copy(Graph *g, Expr *e);                           /* compiler/kir.c */
 int expr_size(const Expr *e);

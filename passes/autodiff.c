@@ -105,3 +105,50 @@ int autodiff(Graph *g, int nouts, const int *outs, const int *seeds, int nwrt, c
   free(ad.needs);
   return rc;
 }
+
+/* The training-domain Gradient op (ai.onnx.preview.training): outputs the
+ * gradients of the value named by `y` (seeded with ones) with respect to
+ * the values named by `xs`. Expanded in place during shape inference: the
+ * backward nodes are appended and Identity nodes carry the results into
+ * the Gradient node's outputs. */
+int expand_gradient(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  const Attr *xs = attr_get(n, "xs");
+  const char *yname = attr_s(n, "y", NULL);
+  if (!xs || xs->type != A_STRINGS || !yname) return fail(g, node, -1, "Gradient needs 'xs' and 'y'");
+  if (xs->n != n->nout) return fail(g, node, -1, "Gradient has %d xs but %d outputs", xs->n, n->nout);
+  int y = graph_find_value(g, yname);
+  if (y < 0 || g->vals[y].rank < 0) return fail(g, node, -1, "y '%s' is not a value computed before", yname);
+  int wrt[64], grads[64], outs[64];
+  for (int i = 0; i < xs->n; i++) {
+    wrt[i] = graph_find_value(g, xs->strings[i]);
+    if (wrt[i] < 0 || !dt_is_float(g->vals[wrt[i]].dt))
+      return fail(g, node, -1, "xs '%s' is not a float value of the graph", xs->strings[i]);
+    outs[i] = n->out[i];
+  }
+  Value *yv = &g->vals[y];
+  Tensor *one = arena_alloc(g->arena, sizeof *one);
+  one->dt = yv->dt;
+  one->rank = yv->rank;
+  for (int d = 0; d < yv->rank; d++) one->dims[d] = yv->dims[d];
+  int64_t cnt = value_nelem(yv);
+  one->data = arena_alloc(g->arena, (size_t)(cnt ? cnt : 1) * dt_size(yv->dt));
+  for (int64_t k = 0; k < cnt; k++) {
+    if (yv->dt == DT_F64) ((double *)one->data)[k] = 1;
+    else ((float *)one->data)[k] = 1;
+  }
+  int seed = graph_add_value(g, "gradient/seed");
+  g->vals[seed].kind = V_CONST;
+  g->vals[seed].data = one;
+  value_set(&g->vals[seed], one->dt, one->rank, one->dims);
+  int nx = xs->n;
+  g->nodes[node].dead = 1;
+  int rc = autodiff(g, 1, &y, &seed, nx, wrt, grads);
+  if (rc) return rc;
+  for (int i = 0; i < nx; i++) {
+    if (outs[i] < 0) continue;
+    int id = graph_add_node(g, "Identity", "gradient/out", 1, &grads[i], 1, &outs[i]);
+    g->nodes[id].opset = AD_OPSET;
+  }
+  return MATC_OK;
+}

@@ -77,6 +77,12 @@ int infer_shapes(Graph *g) {
   for (int i = 0; i < g->nnodes; i++) {
     Node *n = &g->nodes[i];
     if (n->dead) continue;
+    if (n->domain && strcmp(n->domain, "ai.onnx.preview.training") == 0 &&
+        strcmp(n->op_type, "Gradient") == 0) {
+      int rc = expand_gradient(g, i);
+      if (rc) return rc;
+      continue;
+    }
     if (n->domain && *n->domain && strcmp(n->domain, "ai.onnx") != 0)
       return unsupported(g, i, -1, "op domain '%s' is not supported", n->domain);
     if (n->op < 0)
