@@ -12,6 +12,7 @@ static const Pass backend_passes[] = {
     {"lower-kernels", lower_kernels},
     {"fuse-elementwise", fuse_elementwise},
     {"merge-loops", merge_loops},
+    {"plan-memory", plan_memory},
 };
 
 int exec_new(Graph *g, Exec **out) {
@@ -21,9 +22,19 @@ int exec_new(Graph *g, Exec **out) {
   x->g = g;
   x->bufs = calloc(g->nvals + 1, sizeof(void *));
   x->owned = calloc(g->nvals + 1, sizeof(void *));
+  x->arena = aligned_alloc(64, g->arena_bytes > 0 ? (size_t)g->arena_bytes : 64);
+  if (!x->arena) {
+    exec_free(x);
+    return fail(g, -1, -1, "out of memory allocating the %lld-byte activation arena",
+                (long long)g->arena_bytes);
+  }
   for (int v = 0; v < g->nvals; v++) {
     Value *val = &g->vals[v];
     if (val->alias_of >= 0 || val->rank < 0 || val->fused) continue;
+    if (val->mem_off >= 0) {
+      x->bufs[v] = x->arena + val->mem_off;
+      continue;
+    }
     if (val->data && val->kind != V_INPUT) {
       x->bufs[v] = val->data->data;
       continue;
@@ -61,6 +72,7 @@ void exec_free(Exec *x) {
   jit_free(x->jit);
   for (int v = 0; v < x->g->nvals; v++) free(x->owned[v]);
   free(x->owned);
+  free(x->arena);
   free(x->bufs);
   free(x);
 }

@@ -10,6 +10,7 @@ typedef struct {
   MatcEntryFn entry;
   void **bufs;      /* storage of every value, by value id */
   void **owned;     /* what exec_free releases */
+  char *arena;      /* activations, placed by plan_memory */
 } Exec;
 
 /* Runs the back-end passes, allocates storage and JIT-compiles. */

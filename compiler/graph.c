@@ -40,6 +40,7 @@ int graph_add_value(Graph *g, const char *name) {
   v->rank = -1;
   v->producer = -1;
   v->alias_of = -1;
+  v->mem_off = -1;
   return g->nvals++;
 }
 

@@ -105,6 +105,8 @@ typedef struct {
   int alias_of;                  /* -1 when the value owns its storage */
   int64_t alias_off;             /* element offset into alias_of */
   int fused;                     /* computed inside its consumer: no storage */
+  int64_t mem_off;               /* byte offset in the activation arena, or -1
+                                    (set by plan_memory) */
 } Value;
 
 typedef struct {
@@ -142,6 +144,8 @@ typedef struct Graph {
   int unsupported;               /* last error is "unsupported", not "wrong" */
   int verbose;
   int profile;                   /* time every kernel (MATC_PROFILE=1) */
+  int64_t arena_bytes;           /* activation arena size (plan_memory) */
+  int64_t unplanned_bytes;       /* what the same values take without reuse */
   const char *dump_after;        /* --dump-after=PASS */
 } Graph;
 
@@ -414,6 +418,7 @@ int infer_shapes(Graph *g);                                   /* passes/infer_sh
 int lower_kernels(Graph *g);                                  /* passes/lower_kernels.c */
 int fuse_elementwise(Graph *g);                               /* passes/fuse_elementwise.c */
 int merge_loops(Graph *g);                                    /* passes/merge_loops.c */
+int plan_memory(Graph *g);                                    /* passes/plan_memory.c */
 /* Appends the gradients of sum_i <outs[i], seeds[i]> with respect to each
  * wrt[j] (float values) to g; grads[j] gets the gradient value. */
 int autodiff(Graph *g, int nouts, const int *outs, const int *seeds, int nwrt, const int *wrt,
