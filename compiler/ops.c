@@ -25,7 +25,12 @@ int op_lookup(const char *op_type) {
 int grad_none(AD *ad, int node, const int *dy, int *dx) {
   (void)dy;
   (void)dx;
-  return unsupported(ad->g, node, -1, "no gradient rule for this op");
+  Node *n = &ad->g->nodes[node];
+  for (int i = 0; i < n->nin; i++)
+    if (ad_needs(ad, node, i))
+      return unsupported(ad->g, node, i, "matc has no gradient rule for %s, and this input needs "
+                         "a gradient (it depends on a trained initializer)", n->op_type);
+  return unsupported(ad->g, node, -1, "matc has no gradient rule for %s", n->op_type);
 }
 
 /* For ops that always resolve during shape inference (Constant, Shape):

@@ -167,7 +167,9 @@ int cmd_gradcheck(Options *o) {
       goto done;
     }
     Value *p = &g->vals[v];
-    if (p->rank != a.grads[j].rank || value_nelem(p) != tensor_nelem(&a.grads[j])) {
+    int same = p->rank == a.grads[j].rank;
+    for (int d = 0; same && d < p->rank; d++) same = p->dims[d] == a.grads[j].dims[d];
+    if (!same) {
       fprintf(stderr, "matc: %s/grad_%d.pb: shape does not match initializer '%s'\n", o->data, j, p->name);
       goto done;
     }

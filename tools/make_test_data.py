@@ -63,6 +63,23 @@ for name, arr in [("wrong_shape", np.ones((2, 5), np.float32)),
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
     tensor(os.path.join(d, "input_0.pb"), arr, "x")
+# Gradient checks on bad references: y = Shrink(x @ w) (Shrink has no
+# gradient rule), and reference files for good.onnx whose grad names an
+# unknown initializer or has the wrong shape.
+nograd = helper.make_model(
+    helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+                       helper.make_node("Shrink", ["h"], ["y"], name="shrink")], "g", [x], [y], [w]),
+    opset_imports=[helper.make_opsetid("", 13)])
+save(nograd, "no_grad_rule.onnx")
+for name, gname, garr in [("bad_grad_name", "nope", np.ones((4, 3), np.float32)),
+                          ("bad_grad_shape", "w", np.ones((3, 4), np.float32)),
+                          ("grad_data", "w", np.full((4, 3), 2.0, np.float32))]:
+    d = os.path.join(out, name)
+    os.makedirs(d, exist_ok=True)
+    tensor(os.path.join(d, "input_0.pb"), np.ones((2, 4), np.float32), "x")
+    tensor(os.path.join(d, "cotangent_0.pb"), np.ones((2, 3), np.float32), "y")
+    tensor(os.path.join(d, "grad_0.pb"), garr, gname)
+
 # Fusion: tanh(x*x + b) then a transpose: one kernel after fusion.
 rng = np.random.default_rng(7)
 fx = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8, 16])
