@@ -355,6 +355,15 @@ static LLVMValueRef emit_bin(CG *c, Expr *e) {
     LLVMValueRef p = intrinsic(c, "llvm.pow", c->f64, 2, pa);
     return s ? LLVMBuildFPToSI(c->b, p, t, "") : LLVMBuildFPToUI(c->b, p, t, "");
   }
+  case B_HASH: {
+    /* splitmix64 of x + y * golden ratio (the interpreter does the same) */
+    LLVMValueRef s = LLVMBuildAdd(c->b, x, LLVMBuildMul(c->b, y, LLVMConstInt(t, 0x9E3779B97F4A7C15ull, 0), ""), "");
+    s = LLVMBuildMul(c->b, LLVMBuildXor(c->b, s, LLVMBuildLShr(c->b, s, LLVMConstInt(t, 30, 0), ""), ""),
+                     LLVMConstInt(t, 0xBF58476D1CE4E5B9ull, 0), "");
+    s = LLVMBuildMul(c->b, LLVMBuildXor(c->b, s, LLVMBuildLShr(c->b, s, LLVMConstInt(t, 27, 0), ""), ""),
+                     LLVMConstInt(t, 0x94D049BB133111EBull, 0), "");
+    return LLVMBuildXor(c->b, s, LLVMBuildLShr(c->b, s, LLVMConstInt(t, 31, 0), ""), "");
+  }
   case B_AND: case B_BITAND: return LLVMBuildAnd(c->b, x, y, "");
   case B_OR: case B_BITOR: return LLVMBuildOr(c->b, x, y, "");
   case B_XOR: case B_BITXOR: return LLVMBuildXor(c->b, x, y, "");

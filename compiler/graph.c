@@ -44,6 +44,19 @@ int graph_add_value(Graph *g, const char *name) {
   return g->nvals++;
 }
 
+int graph_rng_seed(Graph *g) {
+  if (g->rng_seed1) return g->rng_seed1 - 1;
+  int v = graph_add_value(g, "matc.rng_seed");
+  Value *x = &g->vals[v];
+  x->kind = V_INPUT;
+  value_set(x, DT_I64, 0, NULL);
+  x->data = arena_alloc(g->arena, sizeof(Tensor));
+  x->data->dt = DT_I64;
+  x->data->data = arena_alloc(g->arena, 8);
+  g->rng_seed1 = v + 1;
+  return v;
+}
+
 /* Linear search: graphs have at most a few thousand values and lookups
  * happen only during import. */
 int graph_find_value(Graph *g, const char *name) {

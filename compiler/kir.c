@@ -436,6 +436,13 @@ static Scalar eval_bin(int op, DType adt, Scalar a, Scalar b) {
   case B_AND: z = x && y; break;
   case B_OR: z = x || y; break;
   case B_XOR: z = (!!x) ^ (!!y); break;
+  case B_HASH: {
+    uint64_t s = ux + uy * 0x9E3779B97F4A7C15ull;
+    s = (s ^ (s >> 30)) * 0xBF58476D1CE4E5B9ull;
+    s = (s ^ (s >> 27)) * 0x94D049BB133111EBull;
+    z = (int64_t)(s ^ (s >> 31));
+    break;
+  }
   case B_BITAND: z = x & y; break;
   case B_BITOR: z = x | y; break;
   case B_BITXOR: z = x ^ y; break;

@@ -145,6 +145,9 @@ typedef struct Graph {
   int verbose;
   int profile;                   /* time every kernel (MATC_PROFILE=1) */
   int64_t arena_bytes;           /* activation arena size (plan_memory) */
+  int rng_seed1;                 /* 1 + id of the int64 seed input random ops
+                                    read (graph_rng_seed), 0 while none */
+  int uses_rng;                  /* some output depends on random numbers */
   int64_t unplanned_bytes;       /* what the same values take without reuse */
   const char *dump_after;        /* --dump-after=PASS */
 } Graph;
@@ -153,6 +156,9 @@ Graph *graph_new(const char *path);
 void graph_free(Graph *g);
 int graph_add_value(Graph *g, const char *name);
 int graph_find_value(Graph *g, const char *name);    /* -1 if none */
+/* The int64 scalar input that seeds random ops (Dropout in training mode);
+ * made on first use, 0 unless the runtime sets it (once per step). */
+int graph_rng_seed(Graph *g);
 int graph_add_node(Graph *g, const char *op_type, const char *name,
                    int nin, const int *in, int nout, const int *out);
 void graph_dump(Graph *g, FILE *f);
@@ -249,7 +255,8 @@ int grad_none(AD *ad, int node, const int *dy, int *dx);  /* "no gradient rule" 
 #define MATC_BINARY_OPS(X) \
   X(ADD) X(SUB) X(MUL) X(DIV) X(MAX) X(MIN) X(POW) X(FMOD) X(IMOD) \
   X(AND) X(OR) X(XOR) X(EQ) X(NE) X(LT) X(LE) X(GT) X(GE) X(SHL) X(SHR) \
-  X(BITAND) X(BITOR) X(BITXOR)
+  X(BITAND) X(BITOR) X(BITXOR) \
+  X(HASH)   /* int64 hash of (a, b): splitmix64 of a + b * golden ratio */
 
 enum {
 #define X(n) U_##n,

@@ -59,6 +59,10 @@ if(MATC_ASAN_BINARY)
   set_tests_properties(asan/bad-inputs PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1;UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
 endif()
 
+# Training-mode Dropout keeps 1 - ratio of the elements (statistical check).
+matc_test(dropout-rate $<TARGET_FILE:matc> run ${MATC_SRC}/tests/data/dropout_rate/model.onnx
+  --data ${MATC_SRC}/tests/data/dropout_rate/test_data_set_0 --allow-random --rtol 0 --atol 0.02)
+
 # Fusion turns an elementwise chain plus transpose into one kernel.
 matc_test(fusion sh ${MATC_SRC}/tests/fusion.sh $<TARGET_FILE:matc> ${MATC_SRC}/tests/data/fusion)
 

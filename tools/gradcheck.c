@@ -91,9 +91,11 @@ static int make_seeds(Options *o, Loaded *l, int *seeds) {
       }
       t = as_dtype(g, t, y.dt);
     } else if (o->fd) {
-      Tensor r = {y.dt, y.rank, {0}, NULL};
-      for (int d = 0; d < y.rank; d++) r.dims[d] = y.dims[d];
-      t = as_dtype(g, &r, y.dt);    /* allocates */
+      t = arena_alloc(g->arena, sizeof *t);
+      t->dt = y.dt;
+      t->rank = y.rank;
+      for (int d = 0; d < y.rank; d++) t->dims[d] = y.dims[d];
+      t->data = arena_alloc(g->arena, (size_t)(value_nelem(&y) + 1) * dt_size(y.dt));
       for (int64_t k = 0; k < value_nelem(&y); k++) {
         double v = pseudo_normal(&s);
         if (y.dt == DT_F64) ((double *)t->data)[k] = v;

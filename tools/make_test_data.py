@@ -80,6 +80,38 @@ for name, gname, garr in [("bad_grad_name", "nope", np.ones((4, 3), np.float32))
     tensor(os.path.join(d, "cotangent_0.pb"), np.ones((2, 3), np.float32), "y")
     tensor(os.path.join(d, "grad_0.pb"), garr, gname)
 
+# Training-mode Dropout. Keep rate: the mean of the mask of 20000 elements
+# at ratio 0.3 must be 0.7 (binomial standard deviation 0.0032; the test
+# allows 0.02, six of them). Gradient: Dropout(w) with a fixed seed is
+# differentiable and gradcheck --fd must agree (tests/grad/dropout).
+dx = helper.make_tensor_value_info("x", TensorProto.FLOAT, [20000])
+dm = helper.make_tensor_value_info("rate", TensorProto.FLOAT, [])
+ratio = numpy_helper.from_array(np.array(0.3, np.float32), "ratio")
+train = numpy_helper.from_array(np.array(True), "training")
+rate = helper.make_model(helper.make_graph([
+    helper.make_node("Dropout", ["x", "ratio", "training"], ["y", "mask"], name="dropout", seed=5),
+    helper.make_node("Cast", ["mask"], ["maskf"], to=TensorProto.FLOAT),
+    helper.make_node("ReduceMean", ["maskf"], ["rate"], keepdims=0)],
+    "dropout_rate", [dx], [dm], [ratio, train]), opset_imports=[helper.make_opsetid("", 13)])
+rdir = os.path.join(root, "dropout_rate")
+os.makedirs(os.path.join(rdir, "test_data_set_0"), exist_ok=True)
+onnx.save(rate, os.path.join(rdir, "model.onnx"))
+tensor(os.path.join(rdir, "test_data_set_0", "input_0.pb"), np.ones(20000, np.float32), "x")
+tensor(os.path.join(rdir, "test_data_set_0", "output_0.pb"), np.array(0.7, np.float32), "rate")
+rng = np.random.default_rng(7)
+gy = helper.make_tensor_value_info("y", TensorProto.FLOAT, [6, 7])
+wv = numpy_helper.from_array(rng.standard_normal((6, 7)).astype(np.float32) + 0.5, "w")
+# The ratio is a Constant node here, not an initializer: it is not a
+# parameter, and its (zero) gradient would fail gradcheck's nonzero check.
+dgrad = helper.make_model(helper.make_graph([
+    helper.make_node("Constant", [], ["ratio_c"], value=numpy_helper.from_array(np.array(0.3, np.float32))),
+    helper.make_node("Dropout", ["w", "ratio_c", "training"], ["d"], name="dropout", seed=3),
+    helper.make_node("Mul", ["d", "w"], ["y"], name="mul")],
+    "dropout_grad", [], [gy], [wv, train]), opset_imports=[helper.make_opsetid("", 13)])
+gdir = os.path.join(root, "..", "grad", "dropout", "training")
+os.makedirs(os.path.join(gdir, "test_data_set_0"), exist_ok=True)
+onnx.save(dgrad, os.path.join(gdir, "model.onnx"))
+
 # Fusion: tanh(x*x + b) then a transpose: one kernel after fusion.
 rng = np.random.default_rng(7)
 fx = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8, 16])

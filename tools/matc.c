@@ -20,6 +20,8 @@ static const char *usage_text =
     "  inspect MODEL [--json] [--batch N]      graph summary, shapes, parameters\n"
     "  run MODEL --data DIR [--batch N]        forward pass on DIR/input_*.pb;\n"
     "      [--rtol R] [--atol A] [--repeat N]  compares with DIR/output_*.pb if present\n"
+    "      [--allow-random]                    (compare even outputs that depend on\n"
+    "                                          random numbers, e.g. statistics)\n"
     "  gradcheck MODEL --data DIR [--tol T]    gradient of sum_i <output_i, cotangent_i>\n"
     "      [--fd] [--f64]                      against DIR/grad_*.pb (or, with --fd,\n"
     "                                          float64 central differences)\n"
@@ -54,6 +56,7 @@ static int parse_args(int argc, char **argv, Options *o) {
     else if (strcmp(a, "--atol") == 0) { NEEDARG(); o->atol = atof(next); }
     else if (strcmp(a, "--tol") == 0) { NEEDARG(); o->tol = atof(next); o->rtol = o->tol; }
     else if (strcmp(a, "--fd") == 0) o->fd = 1;
+    else if (strcmp(a, "--allow-random") == 0) o->allow_random = 1;
     else if (strcmp(a, "--f64") == 0) o->f64 = 1;
     else if (strcmp(a, "--repeat") == 0) { NEEDARG(); o->repeat = atoi(next); }
     else if (strcmp(a, "--threads") == 0) { NEEDARG(); o->threads = atoi(next); }
@@ -262,6 +265,14 @@ static int cmd_run(Options *o) {
   }
   free(times);
   if (g->profile) exec_print_profile(x, stderr, getenv("MATC_PROFILE_TOP") ? atoi(getenv("MATC_PROFILE_TOP")) : 25);
+  if (g->uses_rng && nout > 0 && !o->allow_random) {
+    /* Training-mode Dropout draws from matc's own generator: its outputs
+     * cannot match a reference made with another. Not a wrong answer. */
+    fprintf(stderr, "matc: %s: the outputs depend on random numbers (training-mode Dropout), "
+            "which cannot match the reference's generator; not compared\n", o->model);
+    status = EXIT_UNSUPPORTED;
+    goto done;
+  }
   status = check_outputs(g, x, outs, nout, o->rtol, o->atol);
 done:
   exec_free(x);

@@ -131,17 +131,40 @@ int infer_cast(Graph *g, int node) {
   return MATC_OK;
 }
 
-/* Inference-mode Dropout is the identity; its optional mask is all true.
- * Training-mode Dropout (training_mode input true) comes with the
- * training issue. */
-int infer_dropout(Graph *g, int node) {
+/* Dropout. In inference (the default, and always before opset 12) it is
+ * the identity and its mask is all true. In training mode (opset 12+,
+ * training_mode input true) each element is kept with probability
+ * 1 - ratio and scaled by 1 / (1 - ratio). The keep decision is a hash of
+ * (seed, element index), where seed mixes the node's 'seed' attribute with
+ * the graph's run-time seed input (graph_rng_seed), so the backward pass
+ * recomputes exactly the forward mask and each training step draws anew. */
+static int dropout_params(Graph *g, int node, int *training, double *ratio) {
   Node *n = &g->nodes[node];
-  if (infer_same(g, node)) return MATC_ERR;
+  *training = 0;
+  *ratio = attr_f(n, "ratio", 0.5f);
+  if (n->nin >= 2 && n->in[1] >= 0) {
+    Tensor *r = known_value(g, n->in[1]);
+    if (!r) return unsupported(g, node, 1, "the dropout ratio must be a constant");
+    *ratio = tensor_get_f(r, 0);
+  }
   if (n->nin >= 3 && n->in[2] >= 0) {
     Tensor *t = known_value(g, n->in[2]);
     if (!t) return unsupported(g, node, 2, "training_mode must be a constant");
-    if (tensor_get_i(t, 0)) return unsupported(g, node, 2, "training-mode Dropout is not supported yet");
+    *training = tensor_get_i(t, 0) != 0;
   }
+  if (*ratio < 0 || *ratio > 1) return fail(g, node, 1, "ratio %g is not in [0, 1]", *ratio);
+  return MATC_OK;
+}
+
+int infer_dropout(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  if (infer_same(g, node)) return MATC_ERR;
+  int training;
+  double ratio;
+  int rc = dropout_params(g, node, &training, &ratio);
+  if (rc) return rc;
+  if (training && !dt_is_float(g->vals[n->in[0]].dt))
+    return unsupported(g, node, 0, "training-mode Dropout on %s", dt_name(g->vals[n->in[0]].dt));
   if (n->nout > 1 && n->out[1] >= 0) {
     Value *x = &g->vals[n->in[0]];
     value_set(&g->vals[n->out[1]], DT_BOOL, x->rank, x->dims);
@@ -325,12 +348,48 @@ int lower_view_identity(Graph *g, int node) {
   return MATC_OK;
 }
 
+/* keep = uniform(hash(seed, index)) >= ratio, for the kernel's vars 0..rank-1 */
+static Expr *dropout_keep(Graph *g, int node, int rank, const int64_t *dims, double ratio) {
+  Node *n = &g->nodes[node];
+  int64_t st[MATC_MAX_RANK];
+  shape_strides(rank, dims, st);
+  Expr *idx = e_consti(g, DT_I64, 0);
+  for (int i = 0; i < rank; i++)
+    idx = e_bin(g, B_ADD, idx, e_bin(g, B_MUL, e_index(g, i), e_consti(g, DT_I64, st[i])));
+  int sv = graph_rng_seed(g);
+  Expr *seed = e_bin(g, B_ADD, e_load(g, sv, 0, (int64_t[KMAX_VARS]){0}, 0),
+                     e_consti(g, DT_I64, attr_i(n, "seed", 0) * 1000003));
+  Expr *h = e_bin(g, B_HASH, seed, idx);
+  /* the top 53 bits as a double in [0, 1) */
+  Expr *u = e_bin(g, B_MUL, e_cast(g, DT_F64, e_bin(g, B_SHR, h, e_consti(g, DT_I64, 11))),
+                  e_const(g, DT_F64, 1.0 / 9007199254740992.0));
+  return e_bin(g, B_GE, u, e_const(g, DT_F64, ratio));
+}
+
 int lower_dropout(Graph *g, int node) {
   Node *n = &g->nodes[node];
-  if (lower_view_identity(g, node)) return MATC_ERR;
+  int training;
+  double ratio;
+  int rc = dropout_params(g, node, &training, &ratio);
+  if (rc) return rc;
+  Value *x = &g->vals[n->in[0]];
+  if (!training || ratio == 0) {
+    if (lower_view_identity(g, node)) return MATC_ERR;
+    if (n->nout > 1 && n->out[1] >= 0) {
+      Kernel *k = k_elementwise(g, node, n->out[1]);
+      k->body = e_consti(g, DT_BOOL, 1);
+    }
+    return MATC_OK;
+  }
+  g->uses_rng = 1;
+  Kernel *k = k_elementwise(g, node, n->out[0]);
+  Expr *keep = dropout_keep(g, node, x->rank, x->dims, ratio);
+  Expr *xv = e_load_bcast(g, n->in[0], x->rank);
+  Expr *zero = e_const(g, x->dt, 0);
+  k->body = ratio >= 1 ? zero : e_sel(g, keep, e_bin(g, B_MUL, xv, e_const(g, x->dt, 1.0 / (1.0 - ratio))), zero);
   if (n->nout > 1 && n->out[1] >= 0) {
-    Kernel *k = k_elementwise(g, node, n->out[1]);
-    k->body = e_consti(g, DT_BOOL, 1);
+    k = k_elementwise(g, node, n->out[1]);
+    k->body = ratio >= 1 ? e_consti(g, DT_BOOL, 0) : dropout_keep(g, node, x->rank, x->dims, ratio);
   }
   return MATC_OK;
 }
@@ -430,7 +489,15 @@ int grad_unary(AD *ad, int node, const int *dy, int *dx) {
   case OP_Floor: case OP_Ceil: case OP_Round: case OP_Sign:
     r = ad_zeros_like(ad, x);
     break;
-  case OP_Dropout: r = d; break;     /* inference Dropout is the identity */
+  case OP_Dropout: {
+    /* The same Dropout applied to dy: the same mask (hash of the same seed
+     * and element index) and the same scale; the identity in inference. */
+    int in[3] = {d, n.nin > 1 ? n.in[1] : -1, n.nin > 2 ? n.in[2] : -1};
+    Attr seed = ad_attr_i("seed", attr_i(&n, "seed", 0));
+    int nin = in[2] >= 0 ? 3 : in[1] >= 0 ? 2 : 1;
+    r = ad_node(ad, "Dropout", nin, in, 1, &seed);
+    break;
+  }
   case OP_Cast: case OP_CastLike:
     if (!dt_is_float(dt)) return MATC_OK;
     r = ad_node(ad, "CastLike", 2, (int[]){d, x}, 0, NULL);
