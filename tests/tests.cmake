@@ -94,3 +94,22 @@ foreach(m mlp vgg-small bert-mini switch-mini)
     set_tests_properties(model/${m}/gradcheck PROPERTIES LABELS "model;grad")
   endif()
 endforeach()
+
+# Foreign models under tests/models/<name>/ (PyTorch exports written the
+# way other people write them; made by tools/export_models.py --foreign):
+# forward against the PyTorch output, gradients against PyTorch's float64
+# autograd reference (grad_*.pb).
+file(GLOB foreign_models LIST_DIRECTORIES true ${MATC_SRC}/tests/models/*)
+foreach(d ${foreign_models})
+  if(EXISTS ${d}/model.onnx)
+    get_filename_component(m ${d} NAME)
+    matc_test(model/${m}/forward $<TARGET_FILE:matc> run ${d}/model.onnx
+      --data ${d}/test_data_set_0 --rtol 1e-4 --atol 1e-5)
+    set_tests_properties(model/${m}/forward PROPERTIES LABELS "model;foreign")
+    if(EXISTS ${d}/test_data_set_0/grad_0.pb)
+      matc_test(model/${m}/gradcheck $<TARGET_FILE:matc> gradcheck ${d}/model.onnx
+        --data ${d}/test_data_set_0 --tol 1e-4)
+      set_tests_properties(model/${m}/gradcheck PROPERTIES LABELS "model;grad;foreign")
+    endif()
+  endif()
+endforeach()

@@ -2,8 +2,21 @@
 """Build the matc benchmark/test models and export them to ONNX.
 
 usage: python3 tools/export_models.py [--out models] [--no-verify] [NAMES...]
+       python3 tools/export_models.py --foreign [--out tests/models] [NAMES...]
 
 NAMES is any of mlp, vgg-small, bert-mini, switch-mini (default: all).
+With --foreign, NAMES is any of gpt-tiny, resnet-tiny, vit-tiny,
+switch-tiny, cnn-bn-train (default: all): small models written the way
+other people write PyTorch models (nn.Linear on 3-D activations,
+nn.MultiheadAttention, in-graph causal masks, one-hot routing, BatchNorm in
+training mode) and exported the usual way, for checking matc on graphs it
+was not designed around. The exporter transposes, folds and renames some of
+their parameters (e.g. `onnx::MatMul_12` = W^T); map_initializers() maps
+each float initializer back to parameters by value (identity, transpose,
+reshape, leading rows) and grad_<j>.pb is the correspondingly transformed
+parameter gradient, named after the initializer; parameters that cannot be
+mapped (or that feed several initializers) are reported, get no grad file,
+and are listed in CARD.md. build_foreign(name) rebuilds such a model.
 For each model NAME this writes
 
   OUT/NAME/model.onnx             torch.onnx.export, symbolic batch dim "batch",
@@ -539,10 +552,11 @@ def _norm_axis(axis, rank):
     return axis + rank if axis < 0 else axis
 
 
-def run_onnx_reference(onnx_model, feeds, grad_inits=None):
+def run_onnx_reference(onnx_model, feeds, grad_inits=None, trace=None):
     """Evaluate the graph on `feeds` (name -> tensor). Floats run in float64.
     If grad_inits (a dict) is given, every float initializer is made a leaf
-    requiring grad and stored in it by name."""
+    requiring grad and stored in it by name. If trace (a list) is given,
+    (node, input shapes, output shape) is appended for every node."""
     env = {}
     for init in onnx_model.graph.initializer:
         env[init.name] = _as_tensor(numpy_helper.to_array(init))
@@ -600,6 +614,10 @@ def run_onnx_reference(onnx_model, feeds, grad_inits=None):
             x, s, b, m, v = ins
             eps = at.get("epsilon", 1e-5)
             shp = [1, -1] + [1] * (x.dim() - 2)
+            if at.get("training_mode", 0):
+                red = [0] + list(range(2, x.dim()))
+                m = x.mean(dim=red)
+                v = x.var(dim=red, unbiased=False)
             r = (x - m.reshape(shp)) / torch.sqrt(v.reshape(shp) + eps) * s.reshape(shp) \
                 + b.reshape(shp)
         elif op == "MaxPool":
@@ -669,9 +687,60 @@ def run_onnx_reference(onnx_model, feeds, grad_inits=None):
             r = torch.cat(ins, dim=at["axis"])
         elif op == "Where":
             r = torch.where(ins[0], ins[1], ins[2])
+        elif op == "Range":
+            r = torch.arange(ins[0].item(), ins[1].item(), ins[2].item(), dtype=ins[0].dtype)
+        elif op == "ConstantOfShape":
+            v = at.get("value")
+            v = _as_tensor(numpy_helper.to_array(v)) if v is not None else \
+                torch.zeros(1, dtype=torch.float64)
+            r = v.reshape(()).expand(*[int(s) for s in ins[0].tolist()]).clone()
+        elif op == "Trilu":
+            k = int(ins[1].item()) if len(ins) > 1 and ins[1] is not None else 0
+            r = torch.triu(ins[0], k) if at.get("upper", 1) else torch.tril(ins[0], k)
+        elif op == "Split":
+            ax = _norm_axis(at.get("axis", 0), ins[0].dim())
+            sizes = at.get("split") if "split" in at else \
+                (ins[1].tolist() if len(ins) > 1 and ins[1] is not None else None)
+            if sizes is None:
+                sizes = [ins[0].shape[ax] // len(node.output)] * len(node.output)
+            r = tuple(torch.split(ins[0], [int(s) for s in sizes], dim=ax))
+        elif op == "Expand":
+            shape = [int(s) for s in ins[1].tolist()]
+            r = ins[0] * torch.ones(shape, dtype=ins[0].dtype) if ins[0].is_floating_point() \
+                else ins[0].expand(torch.broadcast_shapes(tuple(ins[0].shape), tuple(shape)))
+        elif op == "OneHot":
+            idx, depth, values = ins
+            depth = int(depth.item())
+            idx = torch.where(idx < 0, idx + depth, idx).long()
+            assert at.get("axis", -1) == -1
+            oh = F.one_hot(idx, depth).to(torch.bool)
+            r = torch.where(oh, values[1], values[0])
+        elif op in ("ReduceSum",):
+            axes = at.get("axes") if "axes" in at else \
+                (ins[1].tolist() if len(ins) > 1 and ins[1] is not None else None)
+            axes = list(range(ins[0].dim())) if axes is None else axes
+            r = ins[0].sum(dim=tuple(axes), keepdim=bool(at.get("keepdims", 1)))
+        elif op == "Not":
+            r = ~ins[0]
+        elif op in ("Less", "Greater"):
+            r = (torch.lt if op == "Less" else torch.gt)(ins[0], ins[1])
+        elif op == "Erf":
+            r = torch.erf(ins[0])
+        elif op == "Sigmoid":
+            r = torch.sigmoid(ins[0])
+        elif op == "Dropout":
+            r = ins[0]
         else:
             raise NotImplementedError("reference interpreter: op %s" % op)
-        assert len(node.output) == 1 or op in ("BatchNormalization",), op
+        if trace is not None:
+            trace.append((node, [tuple(i.shape) if i is not None else None for i in ins],
+                          tuple(r[0].shape) if isinstance(r, tuple) else tuple(r.shape)))
+        if isinstance(r, tuple):
+            assert len(r) == len(node.output), op
+            for o, t in zip(node.output, r):
+                env[o] = t
+            continue
+        assert len(node.output) == 1 or op in ("BatchNormalization", "Dropout"), op
         env[node.output[0]] = r
     return [env[o.name] for o in onnx_model.graph.output]
 
@@ -914,21 +983,740 @@ def verify_one(name, out_root, model, x, y, grads, mapped):
           % (name, 3 + len(mapped), err, err32, gerr, extra))
 
 
+# --------------------------------------------------------------------------
+# "foreign" models: written the way other people write PyTorch models
+# (nn.Linear on 3-D inputs, nn.MultiheadAttention, in-graph causal masks,
+# F.one_hot routing, BatchNorm in training mode), exported the usual way.
+# The exporter transposes/folds/renames some parameters; map_initializers()
+# maps every float initializer back to parameters by value.
+# --------------------------------------------------------------------------
+
+FOREIGN_NAMES = ["gpt-tiny", "resnet-tiny", "vit-tiny", "switch-tiny", "cnn-bn-train"]
+FOREIGN_OUT = os.path.join("tests", "models")
+
+
+class CausalSelfAttention(nn.Module):
+    """nanoGPT-style: fused c_attn Linear, split, view/transpose into heads,
+    causal mask built in forward with torch.triu + masked_fill(-inf)."""
+
+    def __init__(self, n_embd, n_head, dropout):
+        super().__init__()
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd)
+        self.c_proj = nn.Linear(n_embd, n_embd)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.resid_dropout = nn.Dropout(dropout)
+        self.n_head, self.n_embd = n_head, n_embd
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        mask = torch.triu(torch.ones(T, T, dtype=torch.bool, device=x.device), diagonal=1)
+        att = att.masked_fill(mask, float("-inf"))
+        att = F.softmax(att, dim=-1)
+        att = self.attn_dropout(att)
+        y = att @ v
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class GPTMLP(nn.Module):
+    def __init__(self, n_embd, dropout):
+        super().__init__()
+        self.c_fc = nn.Linear(n_embd, 4 * n_embd)
+        self.c_proj = nn.Linear(4 * n_embd, n_embd)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class GPTBlock(nn.Module):
+    def __init__(self, n_embd, n_head, dropout):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout)
+        self.ln_2 = nn.LayerNorm(n_embd)
+        self.mlp = GPTMLP(n_embd, dropout)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPTTiny(nn.Module):
+    """nanoGPT-style causal LM: char vocabulary 65, block_size 32 (the
+    reference sequence is 16), 2 pre-LN layers, d 32, 2 heads, untied head."""
+
+    def __init__(self, vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=32,
+                 dropout=0.1):
+        super().__init__()
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(vocab_size, n_embd),
+            wpe=nn.Embedding(block_size, n_embd),
+            drop=nn.Dropout(dropout),
+            h=nn.ModuleList([GPTBlock(n_embd, n_head, dropout) for _ in range(n_layer)]),
+            ln_f=nn.LayerNorm(n_embd),
+        ))
+        self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
+        self.apply(self._init_weights)
+        for pn, p in self.named_parameters():
+            if pn.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx):
+        b, t = idx.size()
+        pos = torch.arange(0, t, dtype=torch.long, device=idx.device)
+        tok_emb = self.transformer.wte(idx)
+        pos_emb = self.transformer.wpe(pos)
+        x = self.transformer.drop(tok_emb + pos_emb)
+        for block in self.transformer.h:
+            x = block(x)
+        x = self.transformer.ln_f(x)
+        return self.lm_head(x)
+
+
+class BasicBlock(nn.Module):
+    """torchvision's ResNet BasicBlock."""
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class ResNetTiny(nn.Module):
+    """torchvision-style ResNet for 16x16 RGB: conv3x3(16)-BN-ReLU stem, three
+    BasicBlocks 16 -> 32 (stride 2, 1x1 conv + BN shortcut) -> 64 (stride 2,
+    1x1 conv + BN shortcut), AdaptiveAvgPool2d(1), flatten, Linear(64, 10)."""
+
+    def __init__(self, widths=(16, 32, 64), n_classes=10):
+        super().__init__()
+        self.inplanes = widths[0]
+        self.conv1 = nn.Conv2d(3, widths[0], 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_layer(widths[0], 1)
+        self.layer2 = self._make_layer(widths[1], 2)
+        self.layer3 = self._make_layer(widths[2], 2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(widths[2], n_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def _make_layer(self, planes, stride):
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes))
+        block = BasicBlock(self.inplanes, planes, stride, downsample)
+        self.inplanes = planes
+        return block
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.fc(x)
+
+
+class ViTTiny(nn.Module):
+    """timm-style ViT: Conv2d patch embedding (4x4, stride 4) on 16x16 images
+    -> 16 tokens, class token, learned position embedding [1,17,32],
+    nn.TransformerEncoder of 2 pre-LN nn.TransformerEncoderLayers (d 32,
+    2 heads, FFN 64, exact GELU, batch_first), final LayerNorm, Linear head
+    on the class token."""
+
+    def __init__(self, img=16, patch=4, d=32, depth=2, heads=2, mlp=64, n_classes=10):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, d, kernel_size=patch, stride=patch)
+        n = (img // patch) ** 2
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, d))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        layer = nn.TransformerEncoderLayer(d, heads, dim_feedforward=mlp, dropout=0.1,
+                                           activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=depth)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, n_classes)
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)       # [B, 16, d]
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        x = torch.cat((cls, x), dim=1) + self.pos_embed
+        x = self.encoder(x)
+        x = self.norm(x)
+        return self.head(x[:, 0])
+
+
+class SwitchTiny(nn.Module):
+    """Switch-Transformer-style top-1 MoE layer (dense evaluation):
+    h = LayerNorm(x); probs = softmax(router(h)); idx = argmax(probs);
+    mask = one_hot(idx, E); gate = sum(probs * mask); y = sum_e mask_e *
+    expert_e(h) (experts stacked); out = head(x + gate * y)."""
+
+    def __init__(self, d=16, d_ff=32, n_experts=4, n_out=10):
+        super().__init__()
+        self.n_experts = n_experts
+        self.ln = nn.LayerNorm(d)
+        self.router = nn.Linear(d, n_experts)
+        self.experts = nn.ModuleList([
+            nn.Sequential(nn.Linear(d, d_ff), nn.ReLU(), nn.Linear(d_ff, d))
+            for _ in range(n_experts)])
+        self.head = nn.Linear(d, n_out)
+
+    def forward(self, x):
+        h = self.ln(x)
+        probs = F.softmax(self.router(h), dim=-1)                      # [B, S, E]
+        expert_index = torch.argmax(probs, dim=-1)                     # [B, S]
+        mask = F.one_hot(expert_index, num_classes=self.n_experts).to(probs.dtype)
+        gate = (probs * mask).sum(dim=-1, keepdim=True)                # [B, S, 1]
+        expert_out = torch.stack([e(h) for e in self.experts], dim=-2)  # [B, S, E, d]
+        y = (mask.unsqueeze(-1) * expert_out).sum(dim=-2)              # [B, S, d]
+        return self.head(x + gate * y)
+
+
+class CNNBNTrain(nn.Module):
+    """Small CNN whose BatchNorms run in training mode (batch statistics):
+    Conv3x3(3,8)-BN-ReLU, Conv3x3(8,16, stride 2)-BN-ReLU, global average
+    pool, Linear(16, 10)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+FOREIGN = {
+    "gpt-tiny": dict(
+        cls=GPTTiny, seed=2001, opset=14, mode="eval", training="EVAL",
+        input_name="idx", input_shape=(16,), kind="tokens", vocab=65, batch=2,
+        desc="nanoGPT-style causal language model written the usual way: nn.Embedding token "
+             "(65-char vocabulary) and position (block_size 32, reference sequence 16, "
+             "positions from torch.arange(T)) embeddings, 2 pre-LN blocks (nn.LayerNorm; "
+             "fused nn.Linear(32, 96) c_attn split into q/k/v, view/transpose into 2 heads of "
+             "16, causal mask built in forward by torch.triu(torch.ones(T, T, bool), 1) and "
+             "masked_fill(-inf), softmax, nn.Linear c_proj; MLP nn.Linear(32,128) -> GELU "
+             "(tanh approximation) -> nn.Linear(128,32)), dropout 0.1 (identity in eval), "
+             "final LayerNorm, untied nn.Linear(32, 65, bias=False) head. Exported in eval "
+             "mode at opset 14 with the default TrainingMode.EVAL and constant folding, so "
+             "LayerNorm is decomposed, every nn.Linear on the 3-D activations becomes "
+             "MatMul with a folded, transposed, renamed weight initializer "
+             "(`onnx::MatMul_*`); T and the positions come from Shape/Gather/Range, and the "
+             "mask from ConstantOfShape/Trilu/Where, inside the graph."),
+    "resnet-tiny": dict(
+        cls=ResNetTiny, seed=2002, opset=13, mode="eval", training="PRESERVE",
+        input_name="input", input_shape=(3, 16, 16), kind="image", batch=2,
+        desc="torchvision-style ResNet for 16x16 RGB images: Conv3x3(3,16, no bias)-BN-ReLU "
+             "stem, three BasicBlocks (16->16; 16->32 stride 2; 32->64 stride 2; each "
+             "Conv3x3-BN-ReLU-Conv3x3-BN + shortcut, the stride-2 blocks with a 1x1 stride-2 "
+             "Conv + BN shortcut, ReLU after the add), AdaptiveAvgPool2d(1), torch.flatten, "
+             "nn.Linear(64,10) (Gemm). Exported in eval mode with TrainingMode.PRESERVE so "
+             "the BatchNormalization nodes (inference mode, running statistics as "
+             "non-trainable initializers) are kept rather than fused into the convolutions."),
+    "vit-tiny": dict(
+        cls=ViTTiny, seed=2003, opset=14, mode="eval", training="EVAL",
+        input_name="input", input_shape=(3, 16, 16), kind="image", batch=2,
+        desc="ViT-style image classifier: nn.Conv2d(3,32,kernel 4,stride 4) patch embedding "
+             "on 16x16 images (16 patches) -> flatten(2).transpose(1,2), class token "
+             "(expand to the batch + torch.cat), learned position embedding [1,17,32], "
+             "nn.TransformerEncoder of 2 nn.TransformerEncoderLayer(d_model 32, nhead 2, "
+             "dim_feedforward 64, GELU (erf), dropout 0.1, batch_first, norm_first), final "
+             "nn.LayerNorm, nn.Linear(32,10) head on the class token. nn.MultiheadAttention "
+             "exports with its packed in_proj_weight folded into a transposed initializer. "
+             "Exported in eval mode at opset 14 (TrainingMode.EVAL, constant folding)."),
+    "switch-tiny": dict(
+        cls=SwitchTiny, seed=2004, opset=13, mode="eval", training="EVAL",
+        input_name="input", input_shape=(8, 16), kind="features", batch=2,
+        desc="Tiny Switch-Transformer-style top-1 mixture-of-experts layer on float token "
+             "features [batch, 8, 16]: h = LayerNorm(x); probs = softmax(nn.Linear(16,4) "
+             "router); argmax -> F.one_hot(., 4) mask; gate = sum(probs * mask); 4 experts "
+             "nn.Linear(16,32)-ReLU-nn.Linear(32,16) evaluated densely and stacked; "
+             "y = sum_e mask_e * expert_e(h); output nn.Linear(16,10)(x + gate * y). "
+             "Exported in eval mode at opset 13 (TrainingMode.EVAL, constant folding)."),
+    "cnn-bn-train": dict(
+        cls=CNNBNTrain, seed=2005, opset=15, mode="train", training="TRAINING",
+        input_name="input", input_shape=(3, 16, 16), kind="image", batch=4,
+        desc="Small CNN with BatchNorm in TRAINING mode: Conv3x3(3,8, no bias)-BN-ReLU, "
+             "Conv3x3(8,16, stride 2, no bias)-BN-ReLU, AdaptiveAvgPool2d(1), flatten, "
+             "nn.Linear(16,10). Exported with model.train() and "
+             "training=TrainingMode.TRAINING at opset 15 (constant folding off, as the exporter "
+             "recommends for training mode), so each BatchNormalization node has "
+             "training_mode=1 and normalises with the batch statistics; the running-mean/var "
+             "outputs of the nodes are unused. Reference outputs and gradients are computed "
+             "by PyTorch in train mode (batch statistics, biased variance) on a batch of 4."),
+}
+
+
+def build_foreign(name):
+    """Rebuild the seeded foreign model `name` (float32, in its export mode)
+    and its reference input. Returns (module, example_input)."""
+    spec = FOREIGN[name]
+    torch.manual_seed(spec["seed"])
+    model = spec["cls"]().float()
+    # As in a trained checkpoint, no two parameters (or BN statistics) hold
+    # equal values: perturb everything. (Fresh inits have all-ones LayerNorm
+    # weights, zero biases, and nn.TransformerEncoder deep-copies one layer;
+    # in eval mode the exporter would merge such equal initializers.)
+    g = torch.Generator().manual_seed(spec["seed"] + 7)
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            scale = 0.05 if p.dim() <= 1 else 0.2 * float(p.std()) + 1e-3
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                c = m.num_features
+                m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+    model.train(spec["mode"] == "train")
+    gx = torch.Generator().manual_seed(spec["seed"] + 1)
+    shape = (spec["batch"],) + spec["input_shape"]
+    if spec["kind"] == "image":
+        x = torch.rand(shape, generator=gx, dtype=torch.float32)
+    elif spec["kind"] == "features":
+        x = torch.randn(shape, generator=gx, dtype=torch.float32)
+    else:
+        x = torch.randint(0, spec["vocab"], shape, generator=gx, dtype=torch.int64)
+    return model, x
+
+
+def export_foreign_onnx(model, x, name, path):
+    spec = FOREIGN[name]
+    in_name = spec["input_name"]
+    training = getattr(torch.onnx.TrainingMode, spec["training"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (x,), path,
+            export_params=True,
+            keep_initializers_as_inputs=False,
+            do_constant_folding=spec["training"] != "TRAINING",
+            training=training,
+            opset_version=spec["opset"],
+            input_names=[in_name],
+            output_names=["logits"],
+            dynamic_axes={in_name: {0: "batch"}, "logits": {0: "batch"}},
+        )
+    # write the known (static) output shape [batch, ...] back, as the
+    # exporter's shape inference may lose it
+    with torch.no_grad():
+        y = model(x)
+    m = onnx.load(path)
+    dims = m.graph.output[0].type.tensor_type.shape.dim
+    assert len(dims) == y.dim()
+    for i, d in enumerate(dims):
+        if i == 0:
+            d.dim_param = "batch"
+        else:
+            d.dim_value = y.shape[i]
+    onnx.save(m, path)
+
+
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)
+
+
+def _match(arr, pv):
+    """How initializer value `arr` derives from parameter value `pv`:
+    'id', 'T' (2-D transpose), 'reshape' (same data, other shape),
+    'rows:N' (leading N rows of dim 0), or None."""
+    if arr.shape == pv.shape and np.array_equal(arr, pv):
+        return "id"
+    if pv.ndim == 2 and arr.shape == pv.T.shape and np.array_equal(arr, pv.T):
+        return "T"
+    if arr.size == pv.size and np.array_equal(arr.reshape(-1), pv.reshape(-1)):
+        return "reshape"
+    if (pv.ndim >= 1 and arr.ndim == pv.ndim and arr.shape[1:] == pv.shape[1:]
+            and 0 < arr.shape[0] < pv.shape[0] and np.array_equal(arr, pv[:arr.shape[0]])):
+        return "rows:%d" % arr.shape[0]
+    return None
+
+
+def _apply_transform(g, how, shape):
+    if how == "id":
+        return g
+    if how == "T":
+        return g.t().contiguous()
+    if how == "reshape":
+        return g.reshape(shape)
+    if how.startswith("rows:"):
+        return g[:int(how[5:])]
+    raise ValueError(how)
+
+
+def map_initializers(model, onnx_model):
+    """Map the float ONNX initializers to trainable parameters by value.
+
+    Returns (mapped, unmapped, ambiguous, other): mapped is a list of
+    (init_name, [(param_name, transform), ...]) in graph.initializer order;
+    the initializer's gradient is the sum of the transformed parameter
+    gradients (several parameters only if the exporter merged
+    equal-valued ones). A parameter matching more than one initializer is
+    ambiguous (its PyTorch gradient would be the sum over its uses), and
+    those initializers get no grad file. unmapped: trainable parameters that
+    match no initializer. other: initializers that are not parameters."""
+    params = [(n, p.detach().cpu().numpy()) for n, p in model.named_parameters()
+              if p.requires_grad]
+    matches = {}
+    by_param = {n: [] for n, _ in params}
+    for init in onnx_model.graph.initializer:
+        if init.data_type not in _FLOAT_TYPES:
+            continue
+        arr = numpy_helper.to_array(init)
+        ms = []
+        for n, pv in params:
+            how = _match(arr, pv)
+            if how is not None:
+                ms.append((n, how))
+                by_param[n].append(init.name)
+        if ms:
+            matches[init.name] = ms
+    ambiguous = sorted(n for n, inits in by_param.items() if len(inits) > 1)
+    unmapped = [n for n, inits in by_param.items() if not inits]
+    mapped, other = [], []
+    for init in onnx_model.graph.initializer:
+        ms = matches.get(init.name)
+        if ms and not any(n in ambiguous for n, _ in ms):
+            mapped.append((init.name, ms))
+        else:
+            other.append(init.name)
+    return mapped, unmapped, ambiguous, other
+
+
+def reference_grads_foreign(name, x, cot, mapped, onnx_model):
+    """float64 autograd of sum(model(x) * cot) (model in its export mode)
+    w.r.t. every parameter, then transformed onto the mapped initializers."""
+    model, _ = build_foreign(name)
+    model = model.double()
+    xx = x.double() if x.is_floating_point() else x
+    out = model(xx)
+    (out * cot.double()).sum().backward()
+    pg = {n: p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+          for n, p in model.named_parameters()}
+    dims = {t.name: tuple(t.dims) for t in onnx_model.graph.initializer}
+    res = {}
+    for init_name, ms in mapped:
+        g = None
+        for pname, how in ms:
+            t = _apply_transform(pg[pname], how, dims[init_name])
+            g = t if g is None else g + t
+        res[init_name] = g
+    return res, out.detach()
+
+
+def flops_traced(onnx_model, x1):
+    """Forward FLOPs for one sample (2*MACs of MatMul, Gemm, Conv), from the
+    shapes seen by the reference interpreter on a batch of 1 (ONNX shape
+    inference does not see through the Shape/Gather/Concat reshapes of these
+    graphs)."""
+    trace = []
+    with torch.no_grad():
+        run_onnx_reference(onnx_model, {onnx_model.graph.input[0].name: x1}, trace=trace)
+    total, breakdown = 0, Counter()
+    for node, ins, y in trace:
+        if node.op_type == "MatMul":
+            macs = int(np.prod(y)) * ins[0][-1]
+        elif node.op_type == "Gemm":
+            ta = next((a.i for a in node.attribute if a.name == "transA"), 0)
+            macs = int(np.prod(y)) * (ins[0][0] if ta else ins[0][1])
+        elif node.op_type == "Conv":
+            macs = int(np.prod(y)) * int(np.prod(ins[1][1:]))
+        else:
+            continue
+        total += 2 * macs
+        breakdown[node.op_type] += 2 * macs
+    return total, breakdown
+
+
+def write_card_foreign(name, path, onnx_model, n_params, ops, flops, breakdown, mapped,
+                       unmapped, ambiguous, other, file_size, out_dir, extra):
+    spec = FOREIGN[name]
+    g = onnx_model.graph
+    opset = next(o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx"))
+    L = ["# %s" % name, "", spec["desc"], "", "| | |", "|---|---|"]
+    L.append("| trainable parameters | %s |" % _fmt_int(n_params))
+    L.append("| model.onnx size | %s bytes (%.2f MiB) |" % (_fmt_int(file_size),
+                                                           file_size / 2 ** 20))
+    L.append("| opset | %d (producer %s %s) |" % (opset, onnx_model.producer_name,
+                                                 onnx_model.producer_version))
+    for vi in g.input:
+        L.append("| input | `%s` %s %s |" % (vi.name, _elem_type(vi), _shape_str(vi)))
+    for vi in g.output:
+        L.append("| output | `%s` %s %s |" % (vi.name, _elem_type(vi), _shape_str(vi)))
+    if flops is not None:
+        L.append("| forward FLOPs / sample | %s (%.2f MFLOP; 2*MACs of %s) |" % (
+            _fmt_int(flops), flops / 1e6,
+            ", ".join("%s %s" % (k, _fmt_int(v)) for k, v in sorted(breakdown.items()))))
+    L.append("| nodes | %d |" % len(g.node))
+    L.append("| initializers | %d (%d with a grad file, %d other) |" % (
+        len(g.initializer), len(mapped), len(other)))
+    L.append("| export | model.%s(), TrainingMode.%s, do_constant_folding=%s |" % (
+        "train" if spec["mode"] == "train" else "eval", spec["training"],
+        spec["training"] != "TRAINING"))
+    L.append("| torch.manual_seed | %d |" % spec["seed"])
+    L += ["", "## Op types", "", "| op | count |", "|---|---|"]
+    for op, c in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])):
+        L.append("| %s | %d |" % (op, c))
+    L += ["", "## Initializers and parameters", "",
+          "The exporter renames, transposes and folds parameters; each float initializer "
+          "was mapped back to PyTorch parameters by value (`T`: the initializer is the "
+          "transposed parameter; `rows:N`: its first N rows; `reshape`: same data, other "
+          "shape). grad_j is the PyTorch float64 gradient of the parameter, transformed the "
+          "same way.", "",
+          "| grad file | initializer | shape | parameter | how |", "|---|---|---|---|---|"]
+    dims = {t.name: list(t.dims) for t in g.initializer}
+    for j, (init_name, ms) in enumerate(mapped):
+        L.append("| grad_%d.pb | `%s` | %s | %s | %s |" % (
+            j, init_name, dims[init_name], ", ".join("`%s`" % n for n, _ in ms),
+            ", ".join(h for _, h in ms)))
+    L.append("")
+    if unmapped:
+        L.append("- Trainable parameters with no initializer of their own (folded into "
+                 "other constants; no grad file): %s." % ", ".join("`%s`" % n for n in unmapped))
+    else:
+        L.append("- Every trainable parameter maps to exactly one initializer.")
+    if ambiguous:
+        L.append("- Parameters used through several initializers (their initializers get no "
+                 "grad file): %s." % ", ".join("`%s`" % n for n in ambiguous))
+    if other:
+        L.append("- Initializers without a grad file (buffers, folded constants, "
+                 "non-float): %s." % ", ".join("`%s`" % o for o in other))
+    L += ["", "## Test data (`test_data_set_0/`)", ""]
+    L.append("- `input_0.pb`: reference input `%s`, batch %d (%s)." % (
+        spec["input_name"], spec["batch"],
+        {"image": "uniform [0,1) pixels", "features": "N(0,1) features",
+         "tokens": "uniform random token ids in [0,%d)" % spec.get("vocab", 0)}[spec["kind"]]))
+    L.append("- `output_0.pb`: PyTorch float32 output `logits` (model in %s mode)."
+             % spec["mode"])
+    L.append("- `cotangent_0.pb`: seeded N(0,1) tensor with the shape of `logits`.")
+    L.append("- `grad_<j>.pb` (j = 0..%d): gradient of sum(logits * cotangent) with respect "
+             "to the initializer in the table above, computed by PyTorch autograd in float64 "
+             "(model in %s mode) and stored as float32; TensorProto name = initializer "
+             "name." % (len(mapped) - 1, spec["mode"]))
+    if extra:
+        L.append("- Verification: %s." % extra)
+    L += ["", "## How it was made", "", "```",
+          "/usr/bin/python3 tools/export_models.py --foreign %s" % name, "```", ""]
+    L.append("torch %s, onnx %s; `build_foreign('%s')` in tools/export_models.py rebuilds "
+             "the same model and reference input. All parameters (and BN running "
+             "statistics) are randomly perturbed after the usual initialisation so that no "
+             "two of them hold equal values, as in a trained checkpoint." % (
+                 torch.__version__, onnx.__version__, name))
+    L.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(L))
+
+
+def export_foreign(name, out_root, verify=True):
+    spec = FOREIGN[name]
+    d = os.path.join(out_root, name)
+    td = os.path.join(d, "test_data_set_0")
+    os.makedirs(td, exist_ok=True)
+    for fn in os.listdir(td):
+        if fn.endswith(".pb"):
+            os.remove(os.path.join(td, fn))
+    onnx_path = os.path.join(d, "model.onnx")
+
+    model, x = build_foreign(name)
+    export_foreign_onnx(model, x, name, onnx_path)
+    # reference output from a fresh model (export may have run train-mode
+    # BN and touched its running statistics; outputs do not depend on them)
+    model, x = build_foreign(name)
+    with torch.no_grad():
+        y = model(x)
+
+    m = onnx.load(onnx_path)
+    onnx.checker.check_model(m)
+    mapped, unmapped, ambiguous, other = map_initializers(model, m)
+    for n in unmapped:
+        print("  %s: parameter %s has no initializer (no grad file)" % (name, n))
+    for n in ambiguous:
+        print("  %s: parameter %s matches several initializers (no grad file)" % (name, n))
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    in_name = m.graph.input[0].name
+    assert in_name == spec["input_name"], in_name
+    assert m.graph.output[0].name == "logits"
+    save_tensor(x.numpy(), in_name, os.path.join(td, "input_0.pb"))
+    save_tensor(y.numpy().astype(np.float32), "logits", os.path.join(td, "output_0.pb"))
+    gc = torch.Generator().manual_seed(spec["seed"] + 2)
+    cot = torch.randn(y.shape, generator=gc, dtype=torch.float32)
+    save_tensor(cot.numpy(), "logits", os.path.join(td, "cotangent_0.pb"))
+    grads, y64 = reference_grads_foreign(name, x, cot, mapped, m)
+    for j, (init_name, _) in enumerate(mapped):
+        save_tensor(grads[init_name].numpy().astype(np.float32), init_name,
+                    os.path.join(td, "grad_%d.pb" % j))
+
+    ops = op_counts(m)
+    flops, breakdown = flops_traced(m, x[:1])
+    file_size = os.path.getsize(onnx_path)
+    extra = verify_foreign(name, out_root, x, y, y64, grads, mapped) if verify else ""
+    write_card_foreign(name, os.path.join(d, "CARD.md"), m, n_params, ops, flops, breakdown,
+                       mapped, unmapped, ambiguous, other, file_size,
+                       os.path.relpath(out_root), extra)
+    print("%-12s params %7s  model.onnx %9s bytes  %.2f MFLOP/sample  opset %d  grad files %d "
+          "(%d of %d parameter tensors mapped)  ops %s" % (
+              name, _fmt_int(n_params), _fmt_int(file_size), flops / 1e6, spec["opset"],
+              len(mapped), len(list(model.parameters())) - len(unmapped) - len(ambiguous),
+              len(list(model.parameters())),
+                      " ".join("%s:%d" % kv for kv in sorted(ops.items()))))
+    return dict(params=n_params, size=file_size, ops=ops)
+
+
+def verify_foreign(name, out_root, x, y, y64, grads, mapped):
+    spec = FOREIGN[name]
+    d = os.path.join(out_root, name)
+    td = os.path.join(d, "test_data_set_0")
+    m = onnx.load(os.path.join(d, "model.onnx"))
+    onnx.checker.check_model(m, full_check=True)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer)
+    for vi in list(m.graph.input) + list(m.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        assert dims[0].dim_param == "batch", vi
+    xin = numpy_helper.to_array(load_tensor(os.path.join(td, "input_0.pb"))).copy()
+    assert load_tensor(os.path.join(td, "input_0.pb")).name == m.graph.input[0].name
+    assert np.array_equal(xin, x.numpy())
+    yout = numpy_helper.to_array(load_tensor(os.path.join(td, "output_0.pb")))
+    assert yout.dtype == np.float32 and np.array_equal(yout, y.numpy())
+    cot = numpy_helper.to_array(load_tensor(os.path.join(td, "cotangent_0.pb")))
+    assert cot.shape == yout.shape and cot.dtype == np.float32
+    inits = {t.name: t for t in m.graph.initializer}
+    for j, (init_name, _) in enumerate(mapped):
+        t = load_tensor(os.path.join(td, "grad_%d.pb" % j))
+        assert t.name == init_name and t.data_type == onnx.TensorProto.FLOAT
+        g = numpy_helper.to_array(t)
+        assert list(g.shape) == list(inits[init_name].dims), (init_name, g.shape)
+        assert np.array_equal(g, grads[init_name].numpy().astype(np.float32))
+        assert np.isfinite(g).all()
+    assert not os.path.exists(os.path.join(td, "grad_%d.pb" % len(mapped)))
+
+    # the exported graph (float64 interpreter) computes what PyTorch computes
+    leaves = {}
+    (r,) = run_onnx_reference(m, {m.graph.input[0].name: torch.from_numpy(xin)}, leaves)
+    scale = y64.abs().max().item()
+    err = (r.detach() - y64).abs().max().item()
+    if not err <= 1e-6 * max(1.0, scale):
+        raise RuntimeError("%s: ONNX graph vs PyTorch (f64) max abs err %g" % (name, err))
+    err32 = (y64 - y.double()).abs().max().item()
+    if not err32 <= 1e-4 * max(1.0, scale):
+        raise RuntimeError("%s: float32 output vs float64 max abs err %g" % (name, err32))
+    # gradients of the ONNX graph w.r.t. its initializers vs the grad files
+    (r * torch.from_numpy(cot.copy()).double()).sum().backward()
+    gerr = 0.0
+    for j, (init_name, _) in enumerate(mapped):
+        g = torch.from_numpy(numpy_helper.to_array(
+            load_tensor(os.path.join(td, "grad_%d.pb" % j))).copy()).double()
+        gref = leaves[init_name].grad
+        if gref is None:
+            gref = torch.zeros_like(g)
+        e = (g - gref).abs().max().item()
+        tol = 1e-6 * max(1.0, gref.abs().max().item())
+        if not e <= tol:
+            raise RuntimeError("%s: grad of %s differs from ONNX-graph autograd by %g"
+                               % (name, init_name, e))
+        gerr = max(gerr, e)
+    # float initializers without a grad file that the output depends on
+    buffers = {n for n, _ in build_foreign(name)[0].named_buffers()}
+    nograd = [n for n, t in leaves.items() if t.grad is not None and t.grad.any()
+              and n not in dict(mapped) and n not in buffers]
+    zero = [n for n, _ in mapped if leaves[n].grad is None or not leaves[n].grad.any()]
+    # dynamic batch
+    model64 = build_foreign(name)[0].double()
+    for b in (2, 3) if spec["mode"] == "train" else (1, 3):
+        xb = x[:1].repeat((b,) + (1,) * (x.dim() - 1))
+        if spec["mode"] == "train":
+            xb = x[:b] if b <= x.shape[0] else torch.cat([x, x[:b - x.shape[0]] * 0.5])
+        (rb,) = run_onnx_reference(m, {m.graph.input[0].name: xb})
+        with torch.no_grad():
+            yb64 = model64(xb.double() if xb.is_floating_point() else xb)
+        assert tuple(rb.shape) == tuple(yb64.shape)
+        assert (rb - yb64).abs().max().item() <= 1e-6 * max(1.0, scale)
+    extra = ("onnx.checker (full) ok, %d .pb re-read, ONNX graph (float64 interpreter) vs "
+             "PyTorch float64 max abs err %.1e, float32 output vs float64 %.1e, grad files vs "
+             "ONNX-graph autograd %.1e, other batch sizes ok" % (
+                 3 + len(mapped), err, err32, gerr))
+    if name == "switch-tiny":
+        model = build_foreign(name)[0]
+        with torch.no_grad():
+            probs = torch.softmax(model.router(model.ln(x)), -1)
+        top2 = probs.topk(2, -1).values
+        margin = (top2[..., 0] - top2[..., 1]).min().item()
+        used = sorted(set(probs.argmax(-1).flatten().tolist()))
+        if margin < 1e-3:
+            raise RuntimeError("switch-tiny: routing margin %g too small" % margin)
+        extra += ", experts used %s, smallest top-1/top-2 router prob margin %.3f" % (
+            used, margin)
+    if nograd:
+        extra += ", float initializers with nonzero gradient but no grad file: %s" % nograd
+    if zero:
+        extra += ", all-zero grads: %s" % zero
+    print("  verified %s: %s" % (name, extra))
+    return extra
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="models", help="output directory (default: models)")
+    ap.add_argument("--out", default=None,
+                    help="output directory (default: models, or %s with --foreign)" % FOREIGN_OUT)
+    ap.add_argument("--foreign", action="store_true",
+                    help="export the foreign models (%s) instead" % ", ".join(FOREIGN_NAMES))
     ap.add_argument("--no-verify", action="store_true", help="skip verification")
-    ap.add_argument("names", nargs="*", help="models (default: %s)" % " ".join(MODEL_NAMES))
+    ap.add_argument("names", nargs="*", help="models (default: %s; with --foreign: %s)" % (
+        " ".join(MODEL_NAMES), " ".join(FOREIGN_NAMES)))
     args = ap.parse_args(argv)
-    names = args.names or MODEL_NAMES
+    known = FOREIGN_NAMES if args.foreign else MODEL_NAMES
+    names = args.names or known
     for n in names:
-        if n not in SPECS:
-            ap.error("unknown model %r (have %s)" % (n, ", ".join(MODEL_NAMES)))
+        if n not in known:
+            ap.error("unknown model %r (have %s)" % (n, ", ".join(known)))
+    out = args.out or (FOREIGN_OUT if args.foreign else "models")
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     for n in names:
-        export_one(n, args.out, verify=not args.no_verify)
+        if args.foreign:
+            export_foreign(n, out, verify=not args.no_verify)
+        else:
+            export_one(n, out, verify=not args.no_verify)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
