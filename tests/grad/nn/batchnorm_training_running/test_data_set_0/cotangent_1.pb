@@ -1,0 +1,1 @@
+Bcotangent_1JL}R¿=U×?½&ž=
