@@ -1366,7 +1366,41 @@ int grad_conv(AD *ad, int node, const int *dy, int *dx) {
   int na = geom_attrs(ad, &q, a);
   a[na++] = ad_attr_i("group", G);
   int d = dy[0], rank = g->vals[n.in[0]].rank;
-  if (ad_needs(ad, node, 0)) {
+  /* Stride 1: dX is a forward Conv of dY (fast im2col path) with the
+   * kernel flipped and in/out channels swapped within each group. */
+  int flip = ad_needs(ad, node, 0);
+  int64_t fp[2 * NN_MAX_SP];
+  for (int i = 0; i < q.nsp; i++) {
+    int64_t dk = (q.k[i] - 1) * q.d[i] + 1;
+    fp[i] = dk - 1 - q.pb[i];
+    fp[q.nsp + i] = dk - 1 - q.pe[i];
+    flip &= q.s[i] == 1 && fp[i] >= 0 && fp[q.nsp + i] >= 0;
+  }
+  if (flip) {
+    Value w = g->vals[n.in[1]];
+    int64_t M = w.dims[0], Cg = w.dims[1], d5[MATC_MAX_RANK + 1], perm[MATC_MAX_RANK + 1];
+    d5[0] = G;
+    d5[1] = M / G;
+    for (int i = 1; i < rank; i++) d5[1 + i] = w.dims[i];
+    for (int i = 0; i <= rank; i++) perm[i] = i;
+    perm[1] = 2;
+    perm[2] = 1;
+    int wt = ad_transpose(ad, ad_reshape(ad, n.in[1], rank + 1, d5), perm);
+    int64_t wd[MATC_MAX_RANK] = {Cg * G, M / G}, st[NN_MAX_SP], en[NN_MAX_SP], ax[NN_MAX_SP], sp[NN_MAX_SP];
+    for (int i = 0; i < q.nsp; i++) {
+      wd[2 + i] = q.k[i];
+      st[i] = -1;
+      en[i] = INT64_MIN;
+      ax[i] = 2 + i;
+      sp[i] = -1;
+    }
+    wt = ad_reshape(ad, wt, rank, wd);
+    int sl[5] = {wt, ad_const_ints(ad, q.nsp, st), ad_const_ints(ad, q.nsp, en), ad_const_ints(ad, q.nsp, ax),
+                 ad_const_ints(ad, q.nsp, sp)};
+    wt = ad_node(ad, "Slice", 5, sl, 0, NULL);
+    Attr fa[5] = {a[0], a[1], a[2], ad_attr_ints(ad, "pads", 2 * q.nsp, fp), a[4]};
+    dx[0] = ad_node(ad, "Conv", 2, (int[]){d, wt}, 5, fa);
+  } else if (ad_needs(ad, node, 0)) {
     int64_t op[NN_MAX_SP];
     for (int i = 0; i < q.nsp; i++)
       op[i] = q.in[i] - (q.s[i] * (q.out[i] - 1) + (q.k[i] - 1) * q.d[i] + 1 - q.pb[i] - q.pe[i]);

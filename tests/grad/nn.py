@@ -75,6 +75,8 @@ def main():
     conv("conv2d_dilation", rand(1, 2, 8, 7), rand(3, 2, 3, 3), dilations=[2, 2], pads=[1, 2, 1, 2])
     conv("conv2d_groups", rand(2, 4, 6, 6), rand(6, 2, 3, 3), rand(6), group=2, pads=[1, 1, 1, 1],
          strides=[2, 1])
+    conv("conv2d_groups_stride1", rand(2, 4, 5, 6), rand(6, 2, 3, 2), group=2, pads=[1, 0, 2, 1],
+         dilations=[1, 2])
     conv("conv2d_depthwise", rand(2, 3, 5, 5), rand(3, 1, 3, 3), group=3, strides=[2, 2])
     conv("conv2d_1x1", rand(2, 5, 4, 4), rand(3, 5, 1, 1), rand(3))
     conv("conv2d_same_upper", rand(1, 2, 7, 7), rand(3, 2, 3, 3), auto_pad="SAME_UPPER", strides=[2, 2])

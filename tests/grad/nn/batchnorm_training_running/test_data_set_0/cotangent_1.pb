@@ -1,1 +1,1 @@
-Bcotangent_1JL}R¿=U×?½&=
+Bcotangent_1J÷÷V¾fh@˜:¿

@@ -1,1 +1,1 @@
-Bcotangent_2J.•›¾Y7`¾ðß;¾
+Bcotangent_2JöÇ>({¿ò¾D?
