@@ -986,6 +986,9 @@ int lower_layernorm(Graph *g, int node) {
   for (int d = axis; d < rank; d++) red[d] = 1;
   RPlan p;
   rplan_init(&p, &g->vals[x], red);
+  /* Statistics nobody sees are kept at least as precise as x (a float64
+   * gradient check of a stash_type=float model must not lose digits). */
+  if (!has_out(g, node, 1) && !has_out(g, node, 2) && g->vals[x].dt == DT_F64) sdt = DT_F64;
   /* The optional Mean and InvStdDev outputs are the statistics themselves. */
   int mean = has_out(g, node, 1) ? n->out[1] : new_temp(g, node, "mean", sdt, 1, &p.nkeep);
   int inv = has_out(g, node, 2) ? n->out[2] : new_temp(g, node, "invstd", sdt, 1, &p.nkeep);
@@ -1315,5 +1318,428 @@ int lower_resize(Graph *g, int node) {
   if (ok) v = e_sel(g, ok, v, e_const(g, dt, rs.extrap));
   if (nred) k->post = ok ? v : NULL;
   else k->body = v;
+  return MATC_OK;
+}
+
+/* ---------------------------------------------------------------- gradients
+ * Conv: dX is a ConvTranspose of dY with the same weights and geometry
+ * (output_padding restores the input size a stride rounded away); dW is
+ * ConvGradW, the forward's im2col + one GEMM per chunk of images; dB sums
+ * dY. Pooling backward is PoolGrad, a gather over the windows that cover
+ * each input element. Normalisations are written in ordinary ops, which
+ * fuse into a few reduction and elementwise kernels. */
+
+static int nn_attr_ints(AD *ad, Attr *a, int na, const char *name, int n, const int64_t *v) {
+  a[na] = ad_attr_ints(ad, name, n, v);
+  return na + 1;
+}
+
+/* kernel_shape, strides, dilations and explicit pads of a geometry. */
+static int geom_attrs(AD *ad, const Geom *q, Attr *a) {
+  int64_t pads[2 * NN_MAX_SP];
+  for (int i = 0; i < q->nsp; i++) {
+    pads[i] = q->pb[i];
+    pads[q->nsp + i] = q->pe[i];
+  }
+  int na = nn_attr_ints(ad, a, 0, "kernel_shape", q->nsp, q->k);
+  na = nn_attr_ints(ad, a, na, "strides", q->nsp, q->s);
+  na = nn_attr_ints(ad, a, na, "dilations", q->nsp, q->d);
+  return nn_attr_ints(ad, a, na, "pads", 2 * q->nsp, pads);
+}
+
+/* Reduction axes {0, 2, 3, ...}: every dim but the channel's. */
+static int non_channel_axes(int rank, int64_t *axes) {
+  int na = 0;
+  for (int d = 0; d < rank; d++)
+    if (d != 1) axes[na++] = d;
+  return na;
+}
+
+int grad_conv(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  int64_t G, ks[MATC_MAX_RANK];
+  Geom q;
+  int rc = conv_setup(g, node, 0, &G, ks);
+  if (rc || (rc = geom_init(g, node, in_val(g, node, 0), ks, 0, &q))) return rc;
+  Attr a[8];
+  int na = geom_attrs(ad, &q, a);
+  a[na++] = ad_attr_i("group", G);
+  int d = dy[0], rank = g->vals[n.in[0]].rank;
+  /* Stride 1: dX is a forward Conv of dY (fast im2col path) with the
+   * kernel flipped and in/out channels swapped within each group. */
+  int flip = ad_needs(ad, node, 0);
+  int64_t fp[2 * NN_MAX_SP];
+  for (int i = 0; i < q.nsp; i++) {
+    int64_t dk = (q.k[i] - 1) * q.d[i] + 1;
+    fp[i] = dk - 1 - q.pb[i];
+    fp[q.nsp + i] = dk - 1 - q.pe[i];
+    flip &= q.s[i] == 1 && fp[i] >= 0 && fp[q.nsp + i] >= 0;
+  }
+  if (flip) {
+    Value w = g->vals[n.in[1]];
+    int64_t M = w.dims[0], Cg = w.dims[1], d5[MATC_MAX_RANK + 1], perm[MATC_MAX_RANK + 1];
+    d5[0] = G;
+    d5[1] = M / G;
+    for (int i = 1; i < rank; i++) d5[1 + i] = w.dims[i];
+    for (int i = 0; i <= rank; i++) perm[i] = i;
+    perm[1] = 2;
+    perm[2] = 1;
+    int wt = ad_transpose(ad, ad_reshape(ad, n.in[1], rank + 1, d5), perm);
+    int64_t wd[MATC_MAX_RANK] = {Cg * G, M / G}, st[NN_MAX_SP], en[NN_MAX_SP], ax[NN_MAX_SP], sp[NN_MAX_SP];
+    for (int i = 0; i < q.nsp; i++) {
+      wd[2 + i] = q.k[i];
+      st[i] = -1;
+      en[i] = INT64_MIN;
+      ax[i] = 2 + i;
+      sp[i] = -1;
+    }
+    wt = ad_reshape(ad, wt, rank, wd);
+    int sl[5] = {wt, ad_const_ints(ad, q.nsp, st), ad_const_ints(ad, q.nsp, en), ad_const_ints(ad, q.nsp, ax),
+                 ad_const_ints(ad, q.nsp, sp)};
+    wt = ad_node(ad, "Slice", 5, sl, 0, NULL);
+    Attr fa[5] = {a[0], a[1], a[2], ad_attr_ints(ad, "pads", 2 * q.nsp, fp), a[4]};
+    dx[0] = ad_node(ad, "Conv", 2, (int[]){d, wt}, 5, fa);
+  } else if (ad_needs(ad, node, 0)) {
+    int64_t op[NN_MAX_SP];
+    for (int i = 0; i < q.nsp; i++)
+      op[i] = q.in[i] - (q.s[i] * (q.out[i] - 1) + (q.k[i] - 1) * q.d[i] + 1 - q.pb[i] - q.pe[i]);
+    a[na] = ad_attr_ints(ad, "output_padding", q.nsp, op);
+    dx[0] = ad_node(ad, "ConvTranspose", 2, (int[]){d, n.in[1]}, na + 1, a);
+  }
+  if (ad_needs(ad, node, 1)) dx[1] = ad_node(ad, "ConvGradW", 2, (int[]){n.in[0], d}, na, a);
+  if (n.nin > 2 && n.in[2] >= 0 && ad_needs(ad, node, 2)) {
+    int64_t axes[MATC_MAX_RANK];
+    dx[2] = ad_reduce_sum(ad, d, non_channel_axes(rank, axes), axes, 0);
+  }
+  return MATC_OK;
+}
+
+/* ConvGradW(X, dY) -> dW [M, C/group, k...]: Conv's weight gradient. */
+int infer_conv_grad_w(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  Value *x = in_val(g, node, 0), *dy = in_val(g, node, 1);
+  int64_t ks[MATC_MAX_RANK], d[MATC_MAX_RANK];
+  int nsp = x->rank - 2;
+  int64_t G = attr_i(n, "group", 1);
+  if (attr_ints(n, "kernel_shape", ks, MATC_MAX_RANK) != nsp || G < 1 || x->dims[1] % G)
+    return fail(g, node, -1, "bad kernel_shape or group");
+  d[0] = dy->dims[1];
+  d[1] = x->dims[1] / G;
+  for (int i = 0; i < nsp; i++) d[2 + i] = ks[i];
+  set_out(g, node, 0, x->dt, x->rank, d);
+  return MATC_OK;
+}
+
+/* dW[g] = sum over images of dY[n, g] col[n, g]^T: dY transposed once to
+ * [M, N, P] so a chunk's images are one [Mg, nb*P] operand beside the
+ * forward's im2col buffer [Cg*k, nb*P]; chunks accumulate (beta = 1). */
+int lower_conv_grad_w(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  int x = n->in[0], dyv = n->in[1], dw = n->out[0];
+  int64_t ks[MATC_MAX_RANK];
+  attr_ints(n, "kernel_shape", ks, MATC_MAX_RANK);
+  Geom q;
+  int rc = geom_init(g, node, &g->vals[x], ks, 0, &q);
+  if (rc) return rc;
+  DType dt = g->vals[x].dt;
+  int64_t G = attr_i(n, "group", 1);
+  int64_t N = g->vals[x].dims[0], C = g->vals[x].dims[1], M = g->vals[dyv].dims[1];
+  int64_t kk = shape_nelem(q.nsp, q.k), P = shape_nelem(q.nsp, q.out), pad = 0, sd[NN_MAX_SP];
+  for (int i = 0; i < q.nsp; i++) {
+    pad |= q.pb[i] | q.pe[i];
+    sd[i] = q.in[i];
+  }
+  int64_t Cg = C / G, Mg = M / G, K = Cg * kk;
+  int src = pad ? emit_pad(g, node, x, &q, N * C, sd) : x;
+  int dyt = dyv;
+  if (N > 1) {
+    int64_t ext[3] = {M, N, P}, st[KMAX_VARS] = {P, M * P, 1};
+    dyt = new_temp(g, node, "dyt", dt, 3, ext);
+    Kernel *k = k_loop(g, node, dyt, 3, ext);
+    shape_strides(3, ext, k->out_stride);
+    k->body = load(g, dyv, st);
+  }
+  int64_t per_img = C * kk * P * dt_size(dt);
+  int64_t nb = CONV_CHUNK_BYTES / (per_img ? per_img : 1);
+  nb = nb < 1 ? 1 : nb > N ? N : nb;
+  nb = (N + (N + nb - 1) / nb - 1) / ((N + nb - 1) / nb);
+  int col = new_temp(g, node, "im2col", dt, 1, (int64_t[]){C * kk * nb * P});
+  for (int64_t n0 = 0; n0 < N; n0 += nb) {
+    int64_t cnt = N - n0 < nb ? N - n0 : nb;
+    emit_im2col(g, node, src, col, &q, n0, cnt, C, sd);
+    Kernel *k = k_extern(g, node, EXT_gemm);
+    k_arg(k, dyt, n0 * P);
+    k_arg(k, col, 0);
+    k_arg(k, dw, 0);
+    gemm_params(k, dt, 0, Mg, K, cnt * P, N * P, n0 ? 1.0 : 0.0);
+    k->p[GEMM_TB] = 1;
+    k->p[GEMM_LDB] = cnt * P;
+    k->p[GEMM_LDC] = K;
+    gemm_level(k, G, Mg * N * P, K * cnt * P, Mg * K);
+  }
+  return MATC_OK;
+}
+
+enum { PG_MAX = 0, PG_AVG = 1 };
+
+int grad_pool(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  if (n.op == OP_LpPool) return unsupported(g, node, -1, "no gradient rule for LpPool");
+  Geom q;
+  int rc = pool_geom(g, node, &q);
+  if (rc) return rc;
+  Attr a[8];
+  int na = geom_attrs(ad, &q, a);
+  a[na++] = ad_attr_i("ceil_mode", attr_i(&n, "ceil_mode", 0));
+  a[na++] = ad_attr_i("count_include_pad", attr_i(&n, "count_include_pad", 0));
+  a[na++] = ad_attr_i("mode", n.op == OP_MaxPool ? PG_MAX : PG_AVG);
+  dx[0] = ad_node(ad, "PoolGrad", 2, (int[]){n.in[0], dy[0]}, na, a);
+  return MATC_OK;
+}
+
+/* PoolGrad(X, dY) -> dX: max (to each window's first argmax) or average. */
+int infer_pool_grad(Graph *g, int node) {
+  Value *x = in_val(g, node, 0);
+  set_out(g, node, 0, x->dt, x->rank, x->dims);
+  return MATC_OK;
+}
+
+/* Output index along dim i of the window that covers input position
+ * var 1+i at tap offset kt = k*d - pb; *valid when there is one. */
+static Expr *covering_window(Graph *g, const Geom *q, int i, Expr *kt, Expr **valid) {
+  Expr *t = bin(g, B_SUB, e_index(g, 1 + i), kt);
+  if (q->s[i] == 1) {
+    *valid = in_range(g, t, q->out[i]);
+    return clampi(g, t, 0, q->out[i] - 1);
+  }
+  Expr *tc = bin(g, B_MAX, t, ci(g, 0)), *o = bin(g, B_DIV, tc, ci(g, q->s[i]));
+  *valid = bin(g, B_AND, bin(g, B_GE, t, ci(g, 0)),
+               bin(g, B_AND, bin(g, B_EQ, bin(g, B_MUL, o, ci(g, q->s[i])), tc),
+                   bin(g, B_LT, o, ci(g, q->out[i]))));
+  return bin(g, B_MIN, o, ci(g, q->out[i] - 1));
+}
+
+/* One kernel over dX: every input element sums, over the taps of the
+ * window shape, dY of the window that holds it at that tap (divided by
+ * the window's count, or only where that tap is the window's argmax).
+ * Small windows are unrolled so the innermost loop is the input width. */
+int lower_pool_grad(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  int x = n->in[0], dyv = n->in[1], dxv = n->out[0];
+  int mode = (int)attr_i(n, "mode", PG_MAX);
+  int64_t ks[MATC_MAX_RANK];
+  attr_ints(n, "kernel_shape", ks, MATC_MAX_RANK);
+  Geom q;
+  int rc = geom_init(g, node, &g->vals[x], ks, (int)attr_i(n, "ceil_mode", 0), &q);
+  if (rc) return rc;
+  int nsp = q.nsp;
+  DType dt = g->vals[x].dt;
+  int64_t oext[KMAX_VARS], xext[KMAX_VARS], ost[NN_MAX_SP], kst[NN_MAX_SP], ost1[KMAX_VARS] = {0};
+  oext[0] = xext[0] = g->vals[x].dims[0] * g->vals[x].dims[1];
+  for (int i = 0; i < nsp; i++) {
+    oext[1 + i] = q.out[i];
+    xext[1 + i] = q.in[i];
+  }
+  shape_strides(nsp, q.out, ost);
+  shape_strides(nsp, q.k, kst);
+  int src = dyv, arg = -1;
+  Expr *div = NULL;
+  if (mode == PG_AVG) {
+    div = avg_divisor(g, node, &q, dt, (int)attr_i(n, "count_include_pad", 0));
+    if (div->kind != EX_CONST) {   /* per-window counts: divide dY first */
+      src = new_temp(g, node, "scaled", dt, 1 + nsp, oext);
+      Kernel *k = k_loop(g, node, src, 1 + nsp, oext);
+      shape_strides(1 + nsp, oext, k->out_stride);
+      shape_strides(1 + nsp, oext, ost1);
+      k->body = bin(g, B_DIV, load(g, dyv, ost1), div);
+      div = NULL;
+    }
+  } else {
+    arg = new_temp(g, node, "argmax", DT_I64, 1 + nsp, oext);
+    Kernel *k = k_loop(g, node, arg, 1 + nsp, oext);
+    shape_strides(1 + nsp, oext, k->out_stride);
+    k->nred = nsp;
+    for (int i = 0; i < nsp; i++) k->ext[1 + nsp + i] = q.k[i];
+    Expr *ok;
+    Expr *ld = window_load(g, x, &q, 1 + nsp, NULL, &ok);
+    k->body = ok ? e_sel(g, ok, ld, lowest(g, dt)) : ld;
+    k->red = R_ARGMAX;
+    k->post = e_acc(g, DT_I64);
+  }
+  int64_t kk = shape_nelem(nsp, q.k);
+  int unroll = kk <= POOL_UNROLL;
+  Kernel *k = k_loop(g, node, dxv, 1 + nsp, xext);
+  shape_strides(1 + nsp, xext, k->out_stride);
+  if (!unroll) {
+    k->nred = nsp;
+    for (int i = 0; i < nsp; i++) k->ext[1 + nsp + i] = q.k[i];
+    k->red = R_SUM;
+  }
+  int64_t st[KMAX_VARS] = {shape_nelem(nsp, q.out)};
+  Expr *acc = NULL;
+  for (int64_t t = 0; t < (unroll ? kk : 1); t++) {
+    Expr *ld = load(g, src, st), *al = arg >= 0 ? load(g, arg, st) : NULL, *ok = NULL;
+    Expr *tap = unroll ? ci(g, t) : NULL;
+    for (int i = 0; i < nsp; i++) {
+      Expr *kt, *v;
+      if (unroll) kt = ci(g, (t / kst[i]) % q.k[i] * q.d[i] - q.pb[i]);
+      else {
+        Expr *kv = e_index(g, 1 + nsp + i);
+        kt = bin(g, B_SUB, bin(g, B_MUL, kv, ci(g, q.d[i])), ci(g, q.pb[i]));
+        Expr *part = bin(g, B_MUL, kv, ci(g, kst[i]));
+        tap = tap ? bin(g, B_ADD, tap, part) : part;
+      }
+      Expr *o = covering_window(g, &q, i, kt, &v);
+      e_load_dyn(ld, o, ost[i]);
+      if (al) e_load_dyn(al, o, ost[i]);
+      ok = and_(g, ok, v);
+    }
+    if (al) ok = bin(g, B_AND, ok, bin(g, B_EQ, al, tap));
+    Expr *term = e_sel(g, ok, div ? bin(g, B_DIV, ld, div) : ld, e_const(g, dt, 0));
+    acc = acc ? bin(g, B_ADD, acc, term) : term;
+  }
+  k->body = acc;
+  return MATC_OK;
+}
+
+int grad_global_pool(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  if (n.op == OP_GlobalLpPool) return unsupported(g, node, -1, "no gradient rule for GlobalLpPool");
+  Value x = g->vals[n.in[0]];
+  if (n.op == OP_GlobalAveragePool) {
+    int s = ad_scale(ad, dy[0], 1.0 / (double)shape_nelem(x.rank - 2, x.dims + 2));
+    dx[0] = ad_node(ad, "Expand", 2, (int[]){s, ad_const_ints(ad, x.rank, x.dims)}, 0, NULL);
+  } else {   /* to every element equal to its channel's maximum */
+    int eq = ad_node(ad, "Equal", 2, (int[]){n.in[0], n.out[0]}, 0, NULL);
+    Attr to = ad_attr_i("to", x.dt);
+    dx[0] = ad_mul(ad, ad_node(ad, "Cast", 1, &eq, 1, &to), dy[0]);
+  }
+  return MATC_OK;
+}
+
+/* ---------------------------------------------------------------- normalisation gradients */
+
+/* A per-channel vector [C] viewed as [C, 1, ...] against a rank-r x. */
+static int chan_view(AD *ad, int v, int rank) {
+  if (v < 0) return -1;
+  int64_t d[MATC_MAX_RANK];
+  d[0] = ad->g->vals[v].dims[0];
+  for (int i = 1; i < rank - 1; i++) d[i] = 1;
+  return ad_reshape(ad, v, rank - 1, d);
+}
+
+static int mean_over(AD *ad, int v, int na, const int64_t *axes, double inv_m) {
+  return ad_scale(ad, ad_reduce_sum(ad, v, na, axes, 1), inv_m);
+}
+
+/* xhat = (x - mean) / sqrt(var + eps) over axes, recomputed from x (so
+ * the forward keeps no statistics alive); with dxhat >= 0 also returns
+ * dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)). */
+static int norm_back(AD *ad, int x, int dxhat, int na, const int64_t *axes, double eps, int *xhat,
+                     int *xc_out) {
+  Value *xv = &ad->g->vals[x];
+  int64_t m = 1;
+  for (int i = 0; i < na; i++) m *= xv->dims[axes[i]];
+  double im = 1.0 / (double)m;
+  DType dt = xv->dt;
+  int xc = ad_sub(ad, x, mean_over(ad, x, na, axes, im));
+  int var = mean_over(ad, ad_mul(ad, xc, xc), na, axes, im);
+  int inv = ad_unary(ad, "Reciprocal", ad_unary(ad, "Sqrt", ad_add(ad, var, ad_const(ad, dt, eps))));
+  *xhat = ad_mul(ad, xc, inv);
+  if (xc_out) *xc_out = xc;
+  if (dxhat < 0) return -1;
+  int t1 = mean_over(ad, dxhat, na, axes, im);
+  int t2 = mean_over(ad, ad_mul(ad, dxhat, *xhat), na, axes, im);
+  return ad_mul(ad, inv, ad_sub(ad, ad_sub(ad, dxhat, t1), ad_mul(ad, *xhat, t2)));
+}
+
+static int acc_grad(AD *ad, int a, int b) { return a < 0 ? b : b < 0 ? a : ad_add(ad, a, b); }
+
+int grad_batchnorm(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  int x = n.in[0], sc = n.in[1], d = dy[0];
+  Value xv = g->vals[x];
+  int rank = xv.rank;
+  double eps = attr_f(&n, "epsilon", 1e-5f);
+  int64_t axes[MATC_MAX_RANK];
+  int na = non_channel_axes(rank, axes);
+  if (!bn_training(g, node)) {
+    /* Inference: a per-channel affine map of x with constant statistics. */
+    int inv = ad_unary(ad, "Reciprocal",
+                       ad_unary(ad, "Sqrt", ad_add(ad, n.in[4], ad_const(ad, xv.dt, eps))));
+    int a = ad_mul(ad, sc, inv), db = -1, s = -1;
+    if (ad_needs(ad, node, 0)) dx[0] = ad_mul(ad, d, chan_view(ad, a, rank));
+    if (ad_needs(ad, node, 2) || ad_needs(ad, node, 3)) db = ad_reduce_sum(ad, d, na, axes, 0);
+    if (ad_needs(ad, node, 1) || ad_needs(ad, node, 4))
+      s = ad_reduce_sum(ad, ad_mul(ad, d, ad_sub(ad, x, chan_view(ad, n.in[3], rank))), na, axes, 0);
+    if (ad_needs(ad, node, 1)) dx[1] = ad_mul(ad, s, inv);
+    if (ad_needs(ad, node, 2)) dx[2] = db;
+    if (ad_needs(ad, node, 3)) dx[3] = ad_neg(ad, ad_mul(ad, db, a));
+    if (ad_needs(ad, node, 4))   /* d/dvar (var + eps)^-1/2 = -1/2 inv^3 */
+      dx[4] = ad_mul(ad, ad_mul(ad, s, sc), ad_scale(ad, ad_mul(ad, inv, ad_mul(ad, inv, inv)), -0.5));
+    return MATC_OK;
+  }
+  /* Training: batch statistics; the running outputs, when they carry a
+   * gradient, are momentum * input + (1 - momentum) * batch statistic. */
+  int64_t m = value_nelem(&xv) / xv.dims[1];
+  double mom = attr_f(&n, "momentum", 0.9f);
+  int xhat, xc, gx = -1;
+  int dxhat = d >= 0 && ad_needs(ad, node, 0) ? ad_mul(ad, d, chan_view(ad, sc, rank)) : -1;
+  gx = norm_back(ad, x, dxhat, na, axes, eps, &xhat, &xc);
+  if (d >= 0 && ad_needs(ad, node, 1)) dx[1] = ad_reduce_sum(ad, ad_mul(ad, d, xhat), na, axes, 0);
+  if (d >= 0 && ad_needs(ad, node, 2)) dx[2] = ad_reduce_sum(ad, d, na, axes, 0);
+  for (int j = 1; j <= 2; j++) {
+    int r = n.nout > j && n.out[j] >= 0 ? dy[j] : -1;
+    if (r < 0) continue;
+    if (ad_needs(ad, node, 2 + j)) dx[2 + j] = ad_scale(ad, r, mom);
+    if (!ad_needs(ad, node, 0)) continue;
+    int rc = chan_view(ad, r, rank), t;
+    if (j == 1)
+      t = ad_node(ad, "Expand", 2, (int[]){ad_scale(ad, rc, (1 - mom) / (double)m),
+                                           ad_const_ints(ad, rank, xv.dims)}, 0, NULL);
+    else
+      t = ad_mul(ad, xc, ad_scale(ad, rc, 2 * (1 - mom) / (double)m));
+    gx = acc_grad(ad, gx, t);
+  }
+  if (ad_needs(ad, node, 0)) dx[0] = gx;
+  return MATC_OK;
+}
+
+int grad_instancenorm(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  int x = n.in[0], d = dy[0], rank = g->vals[x].rank;
+  int64_t axes[MATC_MAX_RANK], cax[MATC_MAX_RANK];
+  int na = 0, nc = non_channel_axes(rank, cax);
+  for (int i = 2; i < rank; i++) axes[na++] = i;
+  int xhat;
+  int dxhat = ad_needs(ad, node, 0) ? ad_mul(ad, d, chan_view(ad, n.in[1], rank)) : -1;
+  int gx = norm_back(ad, x, dxhat, na, axes, attr_f(&n, "epsilon", 1e-5f), &xhat, NULL);
+  if (ad_needs(ad, node, 0)) dx[0] = gx;
+  if (ad_needs(ad, node, 1)) dx[1] = ad_reduce_sum(ad, ad_mul(ad, d, xhat), nc, cax, 0);
+  if (ad_needs(ad, node, 2)) dx[2] = ad_reduce_sum(ad, d, nc, cax, 0);
+  return MATC_OK;
+}
+
+int grad_layernorm(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  if ((n.nout > 1 && dy[1] >= 0) || (n.nout > 2 && dy[2] >= 0))
+    return unsupported(g, node, -1, "no gradient through LayerNormalization's Mean/InvStdDev outputs");
+  int x = n.in[0], d = dy[0], rank = g->vals[x].rank;
+  int axis = norm_axis(attr_i(&n, "axis", -1), rank);
+  int64_t axes[MATC_MAX_RANK];
+  int na = 0;
+  for (int i = axis; i < rank; i++) axes[na++] = i;
+  int xhat;
+  int dxhat = ad_needs(ad, node, 0) ? ad_mul(ad, d, n.in[1]) : -1;
+  int gx = norm_back(ad, x, dxhat, na, axes, attr_f(&n, "epsilon", 1e-5f), &xhat, NULL);
+  if (ad_needs(ad, node, 0)) dx[0] = gx;
+  if (ad_needs(ad, node, 1)) dx[1] = ad_sum_to(ad, ad_mul(ad, d, xhat), n.in[1]);
+  if (n.nin > 2 && n.in[2] >= 0 && ad_needs(ad, node, 2)) dx[2] = ad_sum_to(ad, d, n.in[2]);
   return MATC_OK;
 }

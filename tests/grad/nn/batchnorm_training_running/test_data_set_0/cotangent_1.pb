@@ -1,0 +1,1 @@
+Bcotangent_1J÷÷V¾fh@˜:¿
