@@ -237,6 +237,33 @@ void matc_rt_scatter_elements(void **ptrs, const int64_t *p) {
   }
 }
 
+/* n consecutive elements. Float adds (embedding gradients: a row per
+ * token id) use 32-byte vector adds (GCC/Clang vector extension): the
+ * runtime builds at -O2, which does not vectorize this loop by itself. */
+#define SCAT_ADD_ROW(T)                                                     \
+  do {                                                                      \
+    typedef T V __attribute__((vector_size(32)));                           \
+    T *d = (T *)dst + di;                                                   \
+    const T *u = (const T *)src + si;                                       \
+    int64_t e = 0, w = (int64_t)(sizeof(V) / sizeof(T));                    \
+    for (; e + w <= n; e += w) {                                            \
+      V a, b;                                                               \
+      memcpy(&a, d + e, sizeof a);                                          \
+      memcpy(&b, u + e, sizeof b);                                          \
+      a += b;                                                               \
+      memcpy(d + e, &a, sizeof a);                                          \
+    }                                                                       \
+    for (; e < n; e++) d[e] += u[e];                                        \
+  } while (0)
+
+static void scat_slice(int64_t dt, int64_t red, void *dst, int64_t di, const void *src, int64_t si,
+                       int64_t n) {
+  if (red == SCAT_ADD && dt == 1) SCAT_ADD_ROW(float);
+  else if (red == SCAT_ADD && dt == 11) SCAT_ADD_ROW(double);
+  else
+    for (int64_t e = 0; e < n; e++) scat_apply(dt, red, dst, di + e, src, si + e);
+}
+
 void matc_rt_scatter_nd(void **ptrs, const int64_t *p) {
   int64_t k = p[SCND_K], slice = p[SCND_SLICE];
   const int64_t *dd = p + SCND_DIMS;
@@ -249,7 +276,6 @@ void matc_rt_scatter_nd(void **ptrs, const int64_t *p) {
       off = off * dd[j] + c;
     }
     if (!ok) continue;
-    for (int64_t e = 0; e < slice; e++)
-      scat_apply(p[SCND_DT], p[SCND_RED], ptrs[0], off * slice + e, ptrs[2], i * slice + e);
+    scat_slice(p[SCND_DT], p[SCND_RED], ptrs[0], off * slice, ptrs[2], i * slice, slice);
   }
 }

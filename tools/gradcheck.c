@@ -64,7 +64,7 @@ static Tensor *as_dtype(Graph *g, const Tensor *t, DType dt) {
   r->dt = dt;
   int64_t n = tensor_nelem(t);
   r->data = arena_alloc(g->arena, (size_t)(n ? n : 1) * dt_size(dt));
-  for (int64_t i = 0; i < n; i++) {
+  for (int64_t i = 0; t->data && i < n; i++) {   /* no data: just allocate */
     if (dt == DT_F64) ((double *)r->data)[i] = tensor_get_f(t, i);
     else ((float *)r->data)[i] = (float)tensor_get_f(t, i);
   }

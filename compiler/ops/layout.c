@@ -922,3 +922,297 @@ int grad_transpose(AD *ad, int node, const int *dy, int *dx) {
   dx[0] = ad_transpose(ad, dy[0], inv);
   return MATC_OK;
 }
+
+/* Zeros of a given shape: ConstantOfShape, whose default value is 0. */
+int layout_zeros(AD *ad, DType dt, int rank, const int64_t *dims) {
+  if (ad->status) return -1;
+  int shape = ad_const_ints(ad, rank, dims);
+  Attr v = {0};
+  v.name = "value";
+  v.type = A_TENSOR;
+  v.t = arena_alloc(ad->g->arena, sizeof(Tensor));
+  v.t->dt = dt;
+  v.t->rank = 1;
+  v.t->dims[0] = 1;
+  v.t->data = arena_alloc(ad->g->arena, 8);
+  return ad_node(ad, "ConstantOfShape", 1, &shape, 1, &v);
+}
+
+/* x[..., start:end, ...] along one axis. */
+static int slice_axis(AD *ad, int x, int axis, int64_t start, int64_t end) {
+  if (x < 0) return -1;
+  int in[4] = {x, ad_const_ints(ad, 1, &start), ad_const_ints(ad, 1, &end),
+               ad_const_ints(ad, 1, (int64_t[]){axis})};
+  return ad_node(ad, "Slice", 4, in, 0, NULL);
+}
+
+/* Concat: each input gets its slab of dy back. */
+int grad_concat(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  int axis = norm_axis(attr_i(&n, "axis", 1), g->vals[n.out[0]].rank);
+  int64_t at = 0;
+  for (int j = 0; j < n.nin; j++) {
+    int64_t len = g->vals[n.in[j]].dims[axis];
+    if (ad_needs(ad, node, j)) dx[j] = slice_axis(ad, dy[0], axis, at, at + len);
+    at += len;
+  }
+  return MATC_OK;
+}
+
+/* Split: the output gradients concatenated, zeros for outputs without one. */
+int grad_split(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  Value x = g->vals[n.in[0]];
+  int64_t *sizes = arena_alloc(g->arena, sizeof(int64_t) * (n.nout + 1));
+  int axis, rc = split_sizes(g, node, &axis, sizes);
+  if (rc) return rc;
+  int *parts = arena_alloc(g->arena, sizeof(int) * (n.nout + 1));
+  for (int j = 0; j < n.nout; j++) {
+    int64_t d[MATC_MAX_RANK];
+    memcpy(d, x.dims, sizeof d);
+    d[axis] = sizes[j];
+    parts[j] = dy[j] >= 0 ? dy[j] : layout_zeros(ad, x.dt, x.rank, d);
+  }
+  if (n.nout == 1) {
+    dx[0] = parts[0];
+    return MATC_OK;
+  }
+  Attr a = ad_attr_i("axis", axis);
+  dx[0] = ad_node(ad, "Concat", n.nout, parts, 1, &a);
+  return MATC_OK;
+}
+
+/* Slice: dy lands where the slice came from, zeros elsewhere. Unit steps
+ * are a zero Pad; other steps (negative ones too) the SliceGrad op. */
+int grad_slice(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  Value x = g->vals[n.in[0]];
+  int r = x.rank;
+  int64_t first[MATC_MAX_RANK], step[MATC_MAX_RANK], len[MATC_MAX_RANK];
+  int rc = slice_params(g, node, first, step, len);
+  if (rc) return rc;
+  int unit = 1, empty = 0;
+  for (int i = 0; i < r; i++) {
+    unit &= step[i] == 1 || len[i] <= 1;
+    empty |= len[i] == 0;
+  }
+  if (empty) {
+    dx[0] = layout_zeros(ad, x.dt, r, x.dims);
+  } else if (unit) {
+    int64_t pads[2 * MATC_MAX_RANK];
+    for (int i = 0; i < r; i++) {
+      pads[i] = first[i];
+      pads[r + i] = x.dims[i] - first[i] - len[i];
+    }
+    int in[2] = {dy[0], ad_const_ints(ad, 2 * r, pads)};
+    dx[0] = ad_node(ad, "Pad", 2, in, 0, NULL);
+  } else {
+    Attr a[3] = {ad_attr_ints(ad, "starts", r, first), ad_attr_ints(ad, "steps", r, step),
+                 ad_attr_ints(ad, "shape", r, x.dims)};
+    dx[0] = ad_node(ad, "SliceGrad", 1, &dy[0], 3, a);
+  }
+  return MATC_OK;
+}
+
+/* SliceGrad(dy) (internal): the input gradient of a Slice with per-dim
+ * first element `starts` and step `steps` from data of shape `shape`. */
+int infer_slice_grad(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  Value *d = &g->vals[n->in[0]];
+  int64_t s[MATC_MAX_RANK], k[MATC_MAX_RANK], shape[MATC_MAX_RANK];
+  int r = attr_ints(n, "shape", shape, MATC_MAX_RANK);
+  if (r != d->rank || attr_ints(n, "starts", s, r) != r || attr_ints(n, "steps", k, r) != r)
+    return fail(g, node, -1, "starts, steps and shape must match dy's rank");
+  value_set(&g->vals[n->out[0]], d->dt, r, shape);
+  return MATC_OK;
+}
+
+/* One pass over dx: along each strided dim, position i came from dy
+ * element q = (i - first) / step when that divides and q < len. */
+int lower_slice_grad(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  Value *d = &g->vals[n->in[0]], *o = &g->vals[n->out[0]];
+  int r = o->rank;
+  int64_t first[MATC_MAX_RANK], step[MATC_MAX_RANK], ds[MATC_MAX_RANK], st[KMAX_VARS] = {0};
+  attr_ints(n, "starts", first, r);
+  attr_ints(n, "steps", step, r);
+  shape_strides(r, d->dims, ds);
+  Kernel *kn = k_elementwise(g, node, n->out[0]);
+  if (value_nelem(d) == 0) {
+    kn->body = e_const(g, o->dt, 0);
+    return MATC_OK;
+  }
+  Expr *ok = NULL, *dyn = NULL, *zero = e_consti(g, DT_I64, 0);
+  for (int i = 0; i < r; i++) {
+    int64_t k = step[i], ak = k < 0 ? -k : k, len = d->dims[i];
+    if (k == 1 && first[i] == 0 && len == o->dims[i]) {
+      st[i] = ds[i];
+      continue;
+    }
+    Expr *f = e_consti(g, DT_I64, first[i]), *t;
+    t = k > 0 ? e_bin(g, B_SUB, e_index(g, i), f) : e_bin(g, B_SUB, f, e_index(g, i));
+    Expr *c = e_bin(g, B_AND, e_bin(g, B_GE, t, zero),
+                    e_bin(g, B_LE, t, e_consti(g, DT_I64, (len - 1) * ak)));
+    Expr *q = t;
+    if (ak > 1) {
+      Expr *m = e_bin(g, B_IMOD, t, e_consti(g, DT_I64, ak));
+      c = e_bin(g, B_AND, c, e_bin(g, B_EQ, m, zero));
+      q = e_bin(g, B_DIV, t, e_consti(g, DT_I64, ak));
+    }
+    q = e_bin(g, B_MAX, e_bin(g, B_MIN, q, e_consti(g, DT_I64, len - 1)), zero);
+    Expr *term = e_bin(g, B_MUL, q, e_consti(g, DT_I64, ds[i]));
+    dyn = dyn ? e_bin(g, B_ADD, dyn, term) : term;
+    ok = ok ? e_bin(g, B_AND, ok, c) : c;
+  }
+  Expr *v = e_load(g, n->in[0], 0, st, r);
+  if (dyn) e_load_dyn(v, dyn, 1);
+  kn->body = ok ? e_sel(g, ok, v, e_const(g, o->dt, 0)) : v;
+  return MATC_OK;
+}
+
+/* Expand: the broadcast gradient summed back. */
+int grad_expand(AD *ad, int node, const int *dy, int *dx) {
+  Node n = ad->g->nodes[node];
+  dx[0] = ad_sum_to(ad, dy[0], n.in[0]);
+  return MATC_OK;
+}
+
+/* Tile: dy seen as [rep0, d0, rep1, d1, ...], summed over the repeats. */
+int grad_tile(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  Value x = g->vals[n.in[0]], y = g->vals[n.out[0]];
+  int64_t dims[2 * MATC_MAX_RANK], axes[MATC_MAX_RANK];
+  int r = 0, na = 0;
+  for (int i = 0; i < x.rank; i++) {
+    int64_t rep = x.dims[i] ? y.dims[i] / x.dims[i] : 1;
+    if (rep != 1) {
+      axes[na++] = r;
+      dims[r++] = rep;
+    }
+    dims[r++] = x.dims[i];
+  }
+  if (!na) {
+    dx[0] = dy[0];
+    return MATC_OK;
+  }
+  if (r > MATC_MAX_RANK) return unsupported(g, node, -1, "the gradient of Tile needs rank %d", r);
+  dx[0] = ad_reduce_sum(ad, ad_reshape(ad, dy[0], r, dims), na, axes, 0);
+  return MATC_OK;
+}
+
+/* Pad. Constant mode: dy's middle is dx (zeros where the pads cropped),
+ * the rest is the constant's gradient. Reflect, edge and wrap: per padded
+ * dim, the output index maps to a source index, so dy's rows are summed
+ * into their sources like a Gather's gradient. */
+int grad_pad(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  Value x = g->vals[n.in[0]];
+  int r = x.rank, mode, cv;
+  int64_t pb[MATC_MAX_RANK], pe[MATC_MAX_RANK];
+  double cval;
+  int rc = pad_params(g, node, pb, pe, &mode, &cv, &cval);
+  if (rc) return rc;
+  if (mode == 0) {
+    int64_t st[MATC_MAX_RANK], en[MATC_MAX_RANK], crop[2 * MATC_MAX_RANK], ax[MATC_MAX_RANK];
+    int cropped = 0;
+    for (int i = 0; i < r; i++) {
+      st[i] = pb[i] > 0 ? pb[i] : 0;
+      crop[i] = pb[i] < 0 ? -pb[i] : 0;
+      crop[r + i] = pe[i] < 0 ? -pe[i] : 0;
+      en[i] = st[i] + x.dims[i] - crop[i] - crop[r + i];
+      ax[i] = i;
+      cropped |= crop[i] || crop[r + i];
+    }
+    int in[4] = {dy[0], ad_const_ints(ad, r, st), ad_const_ints(ad, r, en), ad_const_ints(ad, r, ax)};
+    int mid = ad_node(ad, "Slice", 4, in, 0, NULL);
+    if (ad_needs(ad, node, 0))
+      dx[0] = cropped ? ad_node(ad, "Pad", 2, (int[]){mid, ad_const_ints(ad, 2 * r, crop)}, 0, NULL) : mid;
+    if (n.nin > 2 && n.in[2] >= 0 && ad_needs(ad, node, 2)) {
+      Value c = g->vals[n.in[2]];
+      int all = ad_reduce_sum(ad, dy[0], r, ax, 0), kept = ad_reduce_sum(ad, mid, r, ax, 0);
+      dx[2] = ad_reshape(ad, ad_sub(ad, all, kept), c.rank, c.dims);
+    }
+    return MATC_OK;
+  }
+  if (!ad_needs(ad, node, 0)) return MATC_OK;
+  int cur = dy[0];
+  int64_t dims[MATC_MAX_RANK];
+  memcpy(dims, g->vals[dy[0]].dims, sizeof dims);
+  for (int a = 0; a < r; a++) {
+    if (!pb[a] && !pe[a]) continue;
+    int64_t P = dims[a], d = x.dims[a];
+    int64_t *src = arena_alloc(g->arena, sizeof(int64_t) * (P + 1));
+    for (int64_t o = 0; o < P; o++) {   /* as pad_source, at compile time */
+      int64_t j = o - pb[a];
+      if (mode == 1 && d > 1) {
+        int64_t period = 2 * (d - 1), m = ((j % period) + period) % period;
+        j = m < d ? m : period - m;
+      } else if (mode == 3) {
+        j = ((j % d) + d) % d;
+      }
+      src[o] = j < 0 ? 0 : j > d - 1 ? d - 1 : j;
+    }
+    dims[a] = d;
+    cur = layout_gather_grad(ad, cur, ad_const_ints(ad, (int)P, src), a, r, dims);
+  }
+  dx[0] = cur;
+  return MATC_OK;
+}
+
+/* DepthToSpace and SpaceToDepth undo each other (DCR mode); CRD's
+ * inverse is its reshape-transpose-reshape run backwards. */
+int grad_depth_space(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  Value x = g->vals[n.in[0]];
+  int64_t b = attr_i(&n, "blocksize", 0);
+  if (n.op == OP_DepthToSpace && !strcmp(attr_s(&n, "mode", "DCR"), "CRD")) {
+    int64_t N = x.dims[0], C = x.dims[1], H = x.dims[2], W = x.dims[3], Cp = C / (b * b);
+    int t = ad_reshape(ad, dy[0], 6, (int64_t[]){N, Cp, H, b, W, b});
+    t = ad_transpose(ad, t, (int64_t[]){0, 1, 3, 5, 2, 4});
+    dx[0] = ad_reshape(ad, t, 4, x.dims);
+    return MATC_OK;
+  }
+  Attr a = ad_attr_i("blocksize", b);
+  dx[0] = ad_node(ad, n.op == OP_DepthToSpace ? "SpaceToDepth" : "DepthToSpace", 1, &dy[0], 1, &a);
+  return MATC_OK;
+}
+
+/* Trilu keeps a triangle: so does its gradient. */
+int grad_trilu(AD *ad, int node, const int *dy, int *dx) {
+  Node n = ad->g->nodes[node];
+  int in[2] = {dy[0], n.nin > 1 ? n.in[1] : -1};
+  Attr a = ad_attr_i("upper", attr_i(&n, "upper", 1));
+  dx[0] = ad_node(ad, "Trilu", in[1] >= 0 ? 2 : 1, in, 1, &a);
+  return MATC_OK;
+}
+
+/* Range y[i] = start + i * delta: dstart = sum dy, ddelta = sum i dy; the
+ * limit only sets the length, so it gets none. */
+int grad_range(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  Value y = g->vals[n.out[0]];
+  int64_t ax = 0;
+  if (ad_needs(ad, node, 0))
+    dx[0] = ad_reshape(ad, ad_reduce_sum(ad, dy[0], 1, &ax, 0), g->vals[n.in[0]].rank, g->vals[n.in[0]].dims);
+  if (ad_needs(ad, node, 2)) {
+    int in[3] = {ad_const(ad, y.dt, 0), ad_const(ad, y.dt, (double)y.dims[0]), ad_const(ad, y.dt, 1)};
+    int i = ad_node(ad, "Range", 3, in, 0, NULL);
+    dx[2] = ad_reshape(ad, ad_reduce_sum(ad, ad_mul(ad, dy[0], i), 1, &ax, 0), g->vals[n.in[2]].rank,
+                       g->vals[n.in[2]].dims);
+  }
+  return MATC_OK;
+}
+
+/* Outputs that do not depend on the input's values (EyeLike): no gradient
+ * flows, and that is not an error. */
+int grad_nothing(AD *ad, int node, const int *dy, int *dx) {
+  (void)ad; (void)node; (void)dy; (void)dx;
+  return MATC_OK;
+}

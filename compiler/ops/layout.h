@@ -39,4 +39,11 @@ Tensor *layout_new_tensor(Graph *g, DType dt, int rank, const int64_t *dims);
 int layout_resolve_const(Graph *g, int node, Tensor *t);
 int layout_need_inputs(Graph *g, int node, int min);
 
+/* Gradient helpers. Zeros of a shape; and the gradient of gathering rows
+ * `idx` (any integer shape I) along `axis` from data of shape dims: dy is
+ * [dims before axis, I, dims after axis], summed into the rows it came
+ * from (repeated indices accumulate; negative ones count from the end). */
+int layout_zeros(AD *ad, DType dt, int rank, const int64_t *dims);
+int layout_gather_grad(AD *ad, int dy, int idx, int axis, int rank, const int64_t *dims);
+
 #endif

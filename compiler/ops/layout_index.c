@@ -401,3 +401,135 @@ int infer_unique(Graph *g, int node) {
 }
 
 int lower_unique(Graph *g, int node) { return infer_unique(g, node); }
+
+/* ---------------------------------------------------------------- gradients */
+
+/* Scatter-add of dy's index rows into zeros, by one ScatterND with
+ * reduction add: indices flattened to [N, 1], dy's index dims moved to
+ * the front and flattened to N (free when axis is 0, the embedding case:
+ * one pass over dy, one row add per index). */
+int layout_gather_grad(AD *ad, int dy, int idx, int axis, int rank, const int64_t *dims) {
+  Graph *g = ad->g;
+  if (dy < 0 || idx < 0) return -1;
+  Value iv = g->vals[idx], dv = g->vals[dy];
+  int q = iv.rank;
+  int64_t N = value_nelem(&iv);
+  if (iv.dt != DT_I64) {
+    Attr to = ad_attr_i("to", DT_I64);
+    idx = ad_node(ad, "Cast", 1, &idx, 1, &to);
+  }
+  idx = ad_reshape(ad, idx, 2, (int64_t[]){N, 1});
+  int u = dy;
+  if (axis > 0) {
+    int64_t perm[MATC_MAX_RANK];
+    int k = 0;
+    for (int i = 0; i < q; i++) perm[k++] = axis + i;
+    for (int i = 0; i < dv.rank; i++)
+      if (i < axis || i >= axis + q) perm[k++] = i;
+    u = ad_transpose(ad, u, perm);
+  }
+  int64_t ud[MATC_MAX_RANK], zd[MATC_MAX_RANK];
+  ud[0] = N;
+  zd[0] = dims[axis];
+  for (int i = 0, k = 1; i < rank; i++)
+    if (i != axis) ud[k] = zd[k] = dims[i], k++;
+  u = ad_reshape(ad, u, rank, ud);
+  Attr red = ad_attr_s("reduction", "add");
+  int s = ad_node(ad, "ScatterND", 3, (int[]){layout_zeros(ad, dv.dt, rank, zd), idx, u}, 1, &red);
+  if (axis > 0) {
+    int64_t perm[MATC_MAX_RANK];
+    for (int i = 0; i < rank; i++) perm[i] = i < axis ? i + 1 : i == axis ? 0 : i;
+    s = ad_transpose(ad, s, perm);
+  }
+  return s;
+}
+
+int grad_gather(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  Value x = g->vals[n.in[0]];
+  int axis = norm_axis(attr_i(&n, "axis", 0), x.rank);
+  dx[0] = layout_gather_grad(ad, dy[0], n.in[1], axis, x.rank, x.dims);
+  return MATC_OK;
+}
+
+/* GatherElements: scatter-add dy back through the same indices. */
+int grad_gather_elements(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  Value x = g->vals[n.in[0]];
+  Attr a[2] = {ad_attr_i("axis", norm_axis(attr_i(&n, "axis", 0), x.rank)), ad_attr_s("reduction", "add")};
+  int in[3] = {layout_zeros(ad, x.dt, x.rank, x.dims), n.in[1], dy[0]};
+  dx[0] = ad_node(ad, "ScatterElements", 3, in, 2, a);
+  return MATC_OK;
+}
+
+int grad_gather_nd(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  Value x = g->vals[n.in[0]];
+  if (attr_i(&n, "batch_dims", 0) != 0)
+    return unsupported(g, node, -1, "the gradient of GatherND with batch_dims is not supported");
+  Attr red = ad_attr_s("reduction", "add");
+  int in[3] = {layout_zeros(ad, x.dt, x.rank, x.dims), n.in[1], dy[0]};
+  dx[0] = ad_node(ad, "ScatterND", 3, in, 1, &red);
+  return MATC_OK;
+}
+
+/* ReverseSequence is its own inverse. */
+int grad_reverse_sequence(AD *ad, int node, const int *dy, int *dx) {
+  Node n = ad->g->nodes[node];
+  Attr a[2] = {ad_attr_i("time_axis", attr_i(&n, "time_axis", 0)),
+               ad_attr_i("batch_axis", attr_i(&n, "batch_axis", 1))};
+  dx[0] = ad_node(ad, "ReverseSequence", 2, (int[]){dy[0], n.in[1]}, 2, a);
+  return MATC_OK;
+}
+
+/* Scatter without reduction: the data's gradient is dy with the written
+ * positions zeroed, the updates' is dy read at them (a duplicate index
+ * writes once but each duplicate gets dy, as in other frameworks). With
+ * reduction add the data's gradient is dy itself. */
+int grad_scatter(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  const char *red = attr_s(&n, "reduction", "none");
+  int nd = n.op == OP_ScatterND, add = !strcmp(red, "add");
+  if (!add && strcmp(red, "none"))
+    return unsupported(g, node, -1, "the gradient of a scatter with reduction '%s' is not supported", red);
+  int axis = norm_axis(attr_i(&n, "axis", 0), g->vals[n.in[0]].rank);
+  Attr ax = ad_attr_i("axis", axis);
+  if (ad_needs(ad, node, 0)) {
+    if (add) {
+      dx[0] = dy[0];
+    } else {
+      int in[3] = {dy[0], n.in[1], ad_zeros_like(ad, n.in[2])};
+      dx[0] = ad_node(ad, nd ? "ScatterND" : "ScatterElements", 3, in, nd ? 0 : 1, &ax);
+    }
+  }
+  if (ad_needs(ad, node, 2))
+    dx[2] = ad_node(ad, nd ? "GatherND" : "GatherElements", 2, (int[]){dy[0], n.in[1]}, nd ? 0 : 1, &ax);
+  return MATC_OK;
+}
+
+/* Compress with a constant condition is a Gather of the kept positions. */
+int grad_compress(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  Value x = g->vals[n.in[0]];
+  Tensor *c = const_value(g, n.in[1]);
+  int axis;
+  int64_t len;
+  int rc = compress_params(g, node, &axis, &len);
+  if (rc) return rc;
+  int64_t *kept = arena_alloc(g->arena, sizeof(int64_t) * (len + 1)), k = 0;
+  for (int64_t i = 0; i < tensor_nelem(c); i++)
+    if (tensor_get_i(c, i)) kept[k++] = i;
+  int idx = ad_const_ints(ad, (int)len, kept);
+  if (axis >= 0) {
+    dx[0] = layout_gather_grad(ad, dy[0], idx, axis, x.rank, x.dims);
+  } else {
+    int64_t total = value_nelem(&x);
+    dx[0] = ad_reshape(ad, layout_gather_grad(ad, dy[0], idx, 0, 1, &total), x.rank, x.dims);
+  }
+  return MATC_OK;
+}
