@@ -142,6 +142,7 @@ static int un_ok(int op, DType dt) {
 }
 
 static int bin_ok(int op, DType dt) {
+  if (op == B_HASH) return dt == DT_I64;
   int logic = op == B_AND || op == B_OR || op == B_XOR;
   int bits = op == B_SHL || op == B_SHR || op == B_BITAND || op == B_BITOR || op == B_BITXOR;
   if (dt == DT_BOOL) return logic;
