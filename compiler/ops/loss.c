@@ -169,7 +169,8 @@ int lower_nll(Graph *g, int node) {
  * SoftmaxCrossEntropyLoss applies this to its log-probabilities P and
  * takes it through log-softmax: dx = G - exp(P) sum_c G, G the gradient
  * at P plus any gradient of its log_prob output. Everything is
- * elementwise or a reduction, so it fuses; M is never a one-hot gather. */
+ * elementwise or a reduction, so it fuses; M is a comparison in those
+ * kernels, never a one-hot tensor in memory. */
 
 static int cast_to(AD *ad, int v, DType dt) {
   Attr to = ad_attr_i("to", dt);
@@ -188,15 +189,15 @@ int grad_nll(AD *ad, int node, const int *dy, int *dx) {
   DType dt = vx.dt;
   int r = vx.rank;
   /* the target as [N, 1, d...] against a class index [1, C, 1...] */
-  int64_t td[MATC_MAX_RANK], cd[MATC_MAX_RANK], cls[4096];
-  if (s.C > 4096) return unsupported(g, node, 0, "more than 4096 classes to differentiate");
+  int64_t td[MATC_MAX_RANK], cd[MATC_MAX_RANK];
   for (int i = 0; i < r; i++) {
     td[i] = i == 0 ? s.N : i == 1 ? 1 : vt.dims[i - 1];
     cd[i] = i == 1 ? s.C : 1;
   }
-  for (int64_t c = 0; c < s.C; c++) cls[c] = c;
   int t = ad_reshape(ad, vt.dt == DT_I64 ? tv : cast_to(ad, tv, DT_I64), r, td);
-  int c = ad_reshape(ad, ad_const_ints(ad, (int)s.C, cls), r, cd);
+  int cls = ad_node(ad, "Range", 3, (int[]){ad_const(ad, DT_I64, 0), ad_const(ad, DT_I64, (double)s.C),
+                                            ad_const(ad, DT_I64, 1)}, 0, NULL);
+  int c = ad_reshape(ad, cls, r, cd);
   int hit = ad_node(ad, "Equal", 2, (int[]){t, c}, 0, NULL);
   if (s.has_ii) {
     int ign = ad_node(ad, "Equal", 2, (int[]){t, ad_const(ad, DT_I64, (double)s.ii)}, 0, NULL);
