@@ -473,3 +473,72 @@ int grad_gemm(AD *ad, int node, const int *dy, int *dx) {
     dx[2] = ad_sum_to(ad, beta == 1 ? d : ad_scale(ad, d, beta), n.in[2]);
   return MATC_OK;
 }
+
+/* Einsum: the gradient of operand j is the einsum of dy with the other
+ * operands into j's subscripts (so "ij,jk->ik" gives dA = "ik,jk->ij",
+ * which takes the GEMM path again). Subscripts only j has are constant
+ * along the product: the einsum leaves them out and an Expand spreads the
+ * result over them; dims j broadcast (size 1 against a larger one) are
+ * summed back. A subscript repeated within j (a diagonal) is unsupported. */
+int grad_einsum(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  Einsum e;
+  int rc = parse_einsum(g, node, &e);
+  if (rc) return rc;
+  /* Letters for the equation: a label keeps its own, ellipsis dims take
+   * letters no operand uses. */
+  char let[EIN_NLAB];
+  int free_l = 0;
+  for (int l = 0; l < EIN_NLAB; l++) {
+    if (l < EIN_ELL) { let[l] = (char)(l < 26 ? 'A' + l : 'a' + l - 26); continue; }
+    if (e.dim[l] < 0) continue;
+    while (free_l < EIN_ELL && e.dim[free_l] >= 0) free_l++;
+    if (free_l == EIN_ELL) return unsupported(g, node, -1, "too many subscripts to differentiate");
+    let[l] = let[free_l++];
+  }
+  for (int j = 0; j < e.nop; j++) {
+    if (!ad_needs(ad, node, j)) continue;
+    int x = n.in[j];
+    Value vx = g->vals[x];
+    char in_other[EIN_NLAB] = {0}, seen[EIN_NLAB] = {0};
+    for (int i = 0; i < e.nout; i++) in_other[e.out[i]] = 1;
+    for (int k = 0; k < e.nop; k++)
+      for (int p = 0; k != j && p < e.nlab[k]; p++) in_other[e.lab[k][p]] = 1;
+    char eq[4 * EIN_NLAB + 16];
+    int len = 0, ins[EIN_MAXIN + 1], nin = 0;
+    ins[nin++] = dy[0];
+    for (int i = 0; i < e.nout; i++) eq[len++] = let[e.out[i]];
+    for (int k = 0; k < e.nop; k++) {
+      if (k == j) continue;
+      eq[len++] = ',';
+      for (int p = 0; p < e.nlab[k]; p++) eq[len++] = let[e.lab[k][p]];
+      ins[nin++] = n.in[k];
+    }
+    eq[len++] = '-';
+    eq[len++] = '>';
+    int64_t kd[MATC_MAX_RANK];          /* the result's dims at j's rank */
+    int missing = 0;
+    for (int p = 0; p < e.nlab[j]; p++) {
+      int l = e.lab[j][p];
+      if (seen[l]) return unsupported(g, node, j, "no gradient for a repeated subscript (diagonal)");
+      seen[l] = 1;
+      kd[p] = in_other[l] ? e.dim[l] : 1;
+      if (in_other[l]) eq[len++] = let[l];
+      else missing |= vx.dims[p] != 1;
+    }
+    eq[len] = 0;
+    Attr a = ad_attr_s("equation", arena_strdup(g->arena, eq));
+    int r = ad_node(ad, "Einsum", nin, ins, 1, &a);
+    if (r < 0) return MATC_OK;
+    if (g->vals[r].rank != vx.rank) r = ad_reshape(ad, r, vx.rank, kd);
+    int64_t axes[MATC_MAX_RANK];
+    int na = 0;
+    for (int p = 0; p < vx.rank; p++)
+      if (vx.dims[p] == 1 && kd[p] != 1) axes[na++] = p;
+    if (na) r = ad_reduce_sum(ad, r, na, axes, 1);
+    if (missing) r = ad_node(ad, "Expand", 2, (int[]){r, ad_const_ints(ad, vx.rank, vx.dims)}, 0, NULL);
+    dx[j] = r;
+  }
+  return MATC_OK;
+}

@@ -158,3 +158,83 @@ int lower_nll(Graph *g, int node) {
                   e_load(g, wsum, 0, (int64_t[KMAX_VARS]){0}, 0));
   return MATC_OK;
 }
+
+/* ---------------------------------------------------------------- gradients
+ * With M[n,c,d] = (t[n,d] == c and t != ignore_index) as a float mask and
+ * w the weights (1 without), the loss is a weighted sum over M:
+ *   none: dX = -M w dy[n,d]     sum: dX = -M w dy     mean: dX = -M w dy / W
+ * where W = sum(M w), the mean's divisor. For the weights,
+ *   dw[c] = -sum_{n,d} M g (X + L)  (mean: g = dy / W, L the loss value;
+ *   otherwise g = dy and no L term, as W is then no divisor).
+ * SoftmaxCrossEntropyLoss applies this to its log-probabilities P and
+ * takes it through log-softmax: dx = G - exp(P) sum_c G, G the gradient
+ * at P plus any gradient of its log_prob output. Everything is
+ * elementwise or a reduction, so it fuses; M is a comparison in those
+ * kernels, never a one-hot tensor in memory. */
+
+static int cast_to(AD *ad, int v, DType dt) {
+  Attr to = ad_attr_i("to", dt);
+  return ad_node(ad, "Cast", 1, &v, 1, &to);
+}
+
+int grad_nll(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  LossShape s;
+  int rc = loss_shape(g, node, &s);
+  if (rc) return rc;
+  int xv = n.in[0], tv = n.in[1], wv = n.nin > 2 ? n.in[2] : -1;
+  int sce = n.op == OP_SoftmaxCrossEntropyLoss;
+  Value vx = g->vals[xv], vt = g->vals[tv];
+  DType dt = vx.dt;
+  int r = vx.rank;
+  /* the target as [N, 1, d...] against a class index [1, C, 1...] */
+  int64_t td[MATC_MAX_RANK], cd[MATC_MAX_RANK];
+  for (int i = 0; i < r; i++) {
+    td[i] = i == 0 ? s.N : i == 1 ? 1 : vt.dims[i - 1];
+    cd[i] = i == 1 ? s.C : 1;
+  }
+  int t = ad_reshape(ad, vt.dt == DT_I64 ? tv : cast_to(ad, tv, DT_I64), r, td);
+  int cls = ad_node(ad, "Range", 3, (int[]){ad_const(ad, DT_I64, 0), ad_const(ad, DT_I64, (double)s.C),
+                                            ad_const(ad, DT_I64, 1)}, 0, NULL);
+  int c = ad_reshape(ad, cls, r, cd);
+  int hit = ad_node(ad, "Equal", 2, (int[]){t, c}, 0, NULL);
+  if (s.has_ii) {
+    int ign = ad_node(ad, "Equal", 2, (int[]){t, ad_const(ad, DT_I64, (double)s.ii)}, 0, NULL);
+    hit = ad_node(ad, "And", 2, (int[]){hit, ad_unary(ad, "Not", ign)}, 0, NULL);
+  }
+  int m = cast_to(ad, hit, dt);
+  int wr = wv >= 0 ? ad_reshape(ad, wv, r, cd) : -1;
+  int mw = wr >= 0 ? ad_mul(ad, m, wr) : m;
+  int mean = strcmp(s.reduction, "mean") == 0, none = strcmp(s.reduction, "none") == 0;
+  int gd = -1;                                        /* g, broadcast against X */
+  if (dy[0] >= 0) {
+    gd = none ? ad_reshape(ad, dy[0], r, td) : dy[0];
+    if (mean) gd = ad_div(ad, gd, ad_node(ad, "ReduceSum", 1, &mw, 1, (Attr[]){ad_attr_i("keepdims", 0)}));
+  }
+  /* P: X itself, or the log-probabilities SCE computed (or recomputes) */
+  int p = xv;
+  if (sce) {
+    Attr ax = ad_attr_i("axis", 1);
+    p = n.nout > 1 && n.out[1] >= 0 ? n.out[1] : ad_node(ad, "LogSoftmax", 1, &xv, 1, &ax);
+  }
+  if (ad_needs(ad, node, 0)) {
+    /* mw is [N, C, d...] already (target against class index), so is gp */
+    int gp = gd >= 0 ? ad_neg(ad, ad_mul(ad, mw, gd)) : -1;
+    if (sce) {
+      if (n.nout > 1 && n.out[1] >= 0 && dy[1] >= 0) gp = gp >= 0 ? ad_add(ad, gp, dy[1]) : dy[1];
+      int sum = ad_reduce_sum(ad, gp, 1, (int64_t[]){1}, 1);
+      gp = ad_sub(ad, gp, ad_mul(ad, ad_unary(ad, "Exp", p), sum));
+    }
+    dx[0] = gp;
+  }
+  if (wv >= 0 && ad_needs(ad, node, 2) && gd >= 0) {
+    int px = mean ? ad_add(ad, p, n.out[0]) : p;
+    int64_t axes[MATC_MAX_RANK];
+    int na = 0;
+    for (int i = 0; i < r; i++)
+      if (i != 1) axes[na++] = i;
+    dx[2] = ad_neg(ad, ad_reduce_sum(ad, ad_mul(ad, ad_mul(ad, m, gd), px), na, axes, 0));
+  }
+  return MATC_OK;
+}

@@ -436,3 +436,128 @@ int lower_topk(Graph *g, int node) {
   k->p[TOPK_LARGEST] = attr_i(n, "largest", 1) != 0;
   return MATC_OK;
 }
+
+/* ---------------------------------------------------------------- gradients
+ * Written in ops (so they fuse like forward code). A reduction's dy and y
+ * are first reshaped to x's rank with 1 at the reduced axes (a view), so
+ * numpy broadcasting spreads them over what was reduced. */
+
+static int grad_expand(AD *ad, int v, int like) {
+  Value l = ad->g->vals[like];
+  return ad_node(ad, "Expand", 2, (int[]){v, ad_const_ints(ad, l.rank, l.dims)}, 0, NULL);
+}
+
+/* v reshaped to rank r with dims kd, unless it already has that rank. */
+static int keep_rank(AD *ad, int v, int r, const int64_t *kd) {
+  return ad->g->vals[v].rank == r ? v : ad_reshape(ad, v, r, kd);
+}
+
+/* ReduceMax/Min send the gradient to the elements equal to the result;
+ * ties split it evenly (as PyTorch's amax/amin do), so the gradient is a
+ * valid subgradient and sums to dy. ReduceProd uses y / x (x must not be
+ * 0); ReduceL2 uses x / y (y must not be 0). */
+int grad_reduce(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  int x = n.in[0];
+  Value vx = g->vals[x];
+  DType dt = vx.dt;
+  char red[MATC_MAX_RANK];
+  int noop;
+  int rc = reduce_axes(g, node, red, &noop);
+  if (rc) return rc;
+  if (noop) { dx[0] = dy[0]; return MATC_OK; }       /* the forward copies x */
+  int64_t kd[MATC_MAX_RANK], axes[MATC_MAX_RANK], count = 1;
+  int na = 0;
+  for (int i = 0; i < vx.rank; i++) {
+    kd[i] = red[i] ? 1 : vx.dims[i];
+    if (red[i]) { count *= vx.dims[i]; axes[na++] = i; }
+  }
+  int d = keep_rank(ad, dy[0], vx.rank, kd), y = keep_rank(ad, n.out[0], vx.rank, kd);
+  int r;
+  switch (n.op) {
+  case OP_ReduceSum: r = grad_expand(ad, d, x); break;
+  case OP_ReduceMean: r = grad_expand(ad, ad_scale(ad, d, 1.0 / (double)count), x); break;
+  case OP_ReduceSumSquare: r = ad_mul(ad, ad_scale(ad, x, 2.0), d); break;
+  case OP_ReduceL1: r = ad_mul(ad, ad_unary(ad, "Sign", x), d); break;
+  case OP_ReduceL2: r = ad_mul(ad, x, ad_div(ad, d, y)); break;
+  case OP_ReduceLogSum: r = grad_expand(ad, ad_div(ad, d, ad_unary(ad, "Exp", y)), x); break;
+  case OP_ReduceLogSumExp:                           /* softmax of x times dy */
+    r = ad_mul(ad, d, ad_unary(ad, "Exp", ad_sub(ad, x, y)));
+    break;
+  case OP_ReduceProd: r = ad_mul(ad, d, ad_div(ad, y, x)); break;
+  case OP_ReduceMax: case OP_ReduceMin: {
+    int eq = ad_node(ad, "Equal", 2, (int[]){x, y}, 0, NULL);
+    Attr to = ad_attr_i("to", dt);
+    int mask = ad_node(ad, "Cast", 1, &eq, 1, &to);
+    int cnt = ad_reduce_sum(ad, mask, na, axes, 1);
+    r = ad_mul(ad, mask, ad_div(ad, d, cnt));
+    break;
+  }
+  default: return grad_none(ad, node, dy, dx);
+  }
+  dx[0] = r;
+  return MATC_OK;
+}
+
+/* Softmax: dx = y (dy - sum(dy y)); LogSoftmax: dx = dy - exp(y) sum(dy),
+ * sums over the op's axes with keepdims (before opset 13: every axis from
+ * `axis` on, as the op flattens x to 2-D there). Hardmax is piecewise
+ * constant: zero. */
+int grad_softmax(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  int x = n.in[0], y = n.out[0], d = dy[0];
+  if (n.op == OP_Hardmax) { dx[0] = ad_zeros_like(ad, x); return MATC_OK; }
+  int64_t outer, len, inner;
+  if (softmax_dims(g, node, &outer, &len, &inner)) return MATC_ERR;
+  int rank = g->vals[x].rank, legacy = NODE_OPSET(g, &n) < 13;
+  int64_t ax = attr_i(&n, "axis", legacy ? 1 : -1);
+  if (ax < 0) ax += rank;                          /* softmax_dims checked it */
+  int64_t axes[MATC_MAX_RANK];
+  int na = 0;
+  for (int64_t i = ax; i < (legacy ? rank : ax + 1); i++) axes[na++] = i;
+  if (na == 0) {      /* legacy axis == rank: one-element rows, constant y */
+    dx[0] = ad_zeros_like(ad, x);
+    return MATC_OK;
+  }
+  if (n.op == OP_Softmax) {
+    int s = ad_reduce_sum(ad, ad_mul(ad, d, y), na, axes, 1);
+    dx[0] = ad_mul(ad, y, ad_sub(ad, d, s));
+  } else {
+    int s = ad_reduce_sum(ad, d, na, axes, 1);
+    dx[0] = ad_sub(ad, d, ad_mul(ad, ad_unary(ad, "Exp", y), s));
+  }
+  return MATC_OK;
+}
+
+/* The transpose of a cumulative sum is the cumulative sum the other way. */
+int grad_cumsum(AD *ad, int node, const int *dy, int *dx) {
+  Node n = ad->g->nodes[node];
+  Attr a[2] = {ad_attr_i("exclusive", attr_i(&n, "exclusive", 0)),
+               ad_attr_i("reverse", !attr_i(&n, "reverse", 0))};
+  dx[0] = ad_node(ad, "CumSum", 2, (int[]){dy[0], n.in[1]}, 2, a);
+  return MATC_OK;
+}
+
+/* TopK values: dy goes back to where each value came from (indices are
+ * distinct along the axis, so the scatter never collides). */
+int grad_topk(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  if (dy[0] < 0) return MATC_OK;
+  int axis;
+  int64_t k;
+  if (topk_params(g, node, &axis, &k)) return MATC_ERR;
+  int idx = n.out[1];
+  if (idx < 0) {                        /* indices unused by the forward graph */
+    int outs[2];
+    Attr a[2] = {ad_attr_i("axis", axis), ad_attr_i("largest", attr_i(&n, "largest", 1))};
+    ad_node_n(ad, "TopK", 2, (int[]){n.in[0], ad_const_ints(ad, 1, &k)}, 2, a, 2, outs);
+    idx = ad->status ? -1 : outs[1];
+    if (idx < 0) return MATC_OK;
+  }
+  Attr ax = ad_attr_i("axis", axis);
+  dx[0] = ad_node(ad, "ScatterElements", 3, (int[]){ad_zeros_like(ad, n.in[0]), idx, dy[0]}, 1, &ax);
+  return MATC_OK;
+}

@@ -1,0 +1,2 @@
+Bcotangent_0JMe7¾GÄ
+?=q>

@@ -1,0 +1,1 @@
+Bcotangent_0J_y¿

@@ -1,0 +1,2 @@
+Bcotangent_0JÑû…¿REw?êu?Rëù»Æ
+@mìs¾
