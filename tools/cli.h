@@ -10,7 +10,7 @@ typedef struct {
   const char *cmd, *model, *data, *dump_after;
   int64_t batch;
   double rtol, atol;
-  int json, verbose, repeat, threads, fd, f64, allow_random;
+  int json, verbose, repeat, threads, fd, f64, allow_random, atol_set;
   double tol;
 } Options;
 

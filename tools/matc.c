@@ -23,7 +23,7 @@ static const char *usage_text =
     "      [--allow-random]                    (compare even outputs that depend on\n"
     "                                          random numbers, e.g. statistics)\n"
     "  gradcheck MODEL --data DIR [--tol T]    gradient of sum_i <output_i, cotangent_i>\n"
-    "      [--fd] [--f64]                      against DIR/grad_*.pb (or, with --fd,\n"
+    "      [--fd] [--f64] [--atol A]           against DIR/grad_*.pb (or, with --fd,\n"
     "                                          float64 central differences)\n"
     "\n"
     "common options:\n"
@@ -53,7 +53,7 @@ static int parse_args(int argc, char **argv, Options *o) {
     if (strcmp(a, "--data") == 0) { NEEDARG(); o->data = next; }
     else if (strcmp(a, "--batch") == 0) { NEEDARG(); o->batch = atoll(next); }
     else if (strcmp(a, "--rtol") == 0) { NEEDARG(); o->rtol = atof(next); }
-    else if (strcmp(a, "--atol") == 0) { NEEDARG(); o->atol = atof(next); }
+    else if (strcmp(a, "--atol") == 0) { NEEDARG(); o->atol = atof(next); o->atol_set = 1; }
     else if (strcmp(a, "--tol") == 0) { NEEDARG(); o->tol = atof(next); o->rtol = o->tol; }
     else if (strcmp(a, "--fd") == 0) o->fd = 1;
     else if (strcmp(a, "--allow-random") == 0) o->allow_random = 1;
