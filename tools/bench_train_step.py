@@ -43,8 +43,10 @@ def torch_step(name, batch, threads, repeat):
     def step():
         model.zero_grad(set_to_none=True)
         model(x).backward(cot)
-    step()
+    # Peak RSS before any step (after an inference forward) and after:
+    # the difference is what one forward+backward step adds at its peak.
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
