@@ -48,7 +48,7 @@ expect wrong-input-dtype 1 "input 'x'" "int64" "float32" -- run "$data/good.onnx
 expect truncated-input 1 "input_0.pb" -- run "$data/good.onnx" --data "$tmp/trunc_data"
 expect missing-data-dir 1 "no input_0.pb" -- run "$data/good.onnx" --data "$tmp/nonexistent"
 expect good-model 0 "output 'y'" -- run "$data/good.onnx" --data "$data/good_data"
-expect no-grad-rule 77 "no_grad_rule.onnx" "node 'shrink'" "Shrink" "no gradient rule" "input 0" -- gradcheck "$data/no_grad_rule.onnx" --data "$data/grad_data"
+expect no-grad-rule 77 "no_grad_rule.onnx" "node 'diag'" "Einsum" "input 1 'd'" "no gradient" -- gradcheck "$data/no_grad_rule.onnx" --data "$data/bad_grad_diag"
 expect grad-unknown-name 1 "grad_0.pb" "'nope'" "not an initializer" -- gradcheck "$data/good.onnx" --data "$data/bad_grad_name"
 expect grad-wrong-shape 1 "grad_0.pb" "shape does not match" "'w'" -- gradcheck "$data/good.onnx" --data "$data/bad_grad_shape"
 expect grad-good 0 "grad 'w'" "ok" -- gradcheck "$data/good.onnx" --data "$data/grad_data"

@@ -63,15 +63,19 @@ for name, arr in [("wrong_shape", np.ones((2, 5), np.float32)),
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
     tensor(os.path.join(d, "input_0.pb"), arr, "x")
-# Gradient checks on bad references: y = Shrink(x @ w) (Shrink has no
-# gradient rule), and reference files for good.onnx whose grad names an
-# unknown initializer or has the wrong shape.
+# Gradient checks on bad references: y = Einsum("ij,jj->ij", x @ w, d) has
+# no gradient for d (a repeated subscript: a diagonal); and reference files
+# for good.onnx whose grad names an unknown initializer or has the wrong
+# shape.
+dmat = numpy_helper.from_array(np.eye(3, dtype=np.float32) * 2, "d")
 nograd = helper.make_model(
     helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
-                       helper.make_node("Shrink", ["h"], ["y"], name="shrink")], "g", [x], [y], [w]),
+                       helper.make_node("Einsum", ["h", "d"], ["y"], name="diag", equation="ij,jj->ij")],
+                      "g", [x], [y], [w, dmat]),
     opset_imports=[helper.make_opsetid("", 13)])
 save(nograd, "no_grad_rule.onnx")
-for name, gname, garr in [("bad_grad_name", "nope", np.ones((4, 3), np.float32)),
+for name, gname, garr in [("bad_grad_diag", "d", np.ones((3, 3), np.float32)),
+                          ("bad_grad_name", "nope", np.ones((4, 3), np.float32)),
                           ("bad_grad_shape", "w", np.ones((3, 4), np.float32)),
                           ("grad_data", "w", np.full((4, 3), 2.0, np.float32))]:
     d = os.path.join(out, name)

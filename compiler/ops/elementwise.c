@@ -439,6 +439,18 @@ int grad_binary(AD *ad, int node, const int *dy, int *dx) {
       dx[1] = ad_sum_to(ad, ad_mul(ad, ad_mul(ad, d, y), ad_unary(ad, "Log", a)), b);
     break;
   }
+  case OP_Mod: {
+    /* fmod: y = a - trunc(a / b) b, so da = dy, db = -trunc(a / b) dy */
+    if (!dt_is_float(g->vals[a].dt)) return MATC_OK;
+    if (ad_needs(ad, node, 0)) dx[0] = ad_sum_to(ad, d, a);
+    if (ad_needs(ad, node, 1)) {
+      int q = ad_div(ad, a, b);
+      int neg = ad_node(ad, "Less", 2, (int[]){q, ad_const(ad, g->vals[a].dt, 0)}, 0, NULL);
+      int t = ad_node(ad, "Where", 3, (int[]){neg, ad_unary(ad, "Ceil", q), ad_unary(ad, "Floor", q)}, 0, NULL);
+      dx[1] = ad_sum_to(ad, ad_neg(ad, ad_mul(ad, d, t)), b);
+    }
+    break;
+  }
   case OP_PRelu: {
     /* y = a < 0 ? b*a : a */
     int neg = ad_node(ad, "Less", 2, (int[]){a, ad_const(ad, g->vals[a].dt, 0)}, 0, NULL);
@@ -489,6 +501,67 @@ int grad_unary(AD *ad, int node, const int *dy, int *dx) {
   case OP_Floor: case OP_Ceil: case OP_Round: case OP_Sign:
     r = ad_zeros_like(ad, x);
     break;
+  case OP_Tan: r = ad_mul(ad, d, ad_add(ad, ad_const(ad, dt, 1), ad_mul(ad, y, y))); break;
+  case OP_Asin: case OP_Acos: { /* +-1 / sqrt(1 - x^2) */
+    int s = ad_unary(ad, "Sqrt", ad_sub(ad, ad_const(ad, dt, 1), ad_mul(ad, x, x)));
+    r = ad_div(ad, n.op == OP_Asin ? d : ad_neg(ad, d), s);
+    break;
+  }
+  case OP_Atan: r = ad_div(ad, d, ad_add(ad, ad_const(ad, dt, 1), ad_mul(ad, x, x))); break;
+  case OP_Sinh: r = ad_mul(ad, d, ad_unary(ad, "Cosh", x)); break;
+  case OP_Cosh: r = ad_mul(ad, d, ad_unary(ad, "Sinh", x)); break;
+  case OP_Asinh: case OP_Acosh: { /* 1 / sqrt(x^2 +- 1) */
+    int c = ad_const(ad, dt, n.op == OP_Asinh ? 1 : -1);
+    r = ad_div(ad, d, ad_unary(ad, "Sqrt", ad_add(ad, ad_mul(ad, x, x), c)));
+    break;
+  }
+  case OP_Atanh: r = ad_div(ad, d, ad_sub(ad, ad_const(ad, dt, 1), ad_mul(ad, x, x))); break;
+  case OP_Softsign: { /* 1 / (1 + |x|)^2 */
+    int t = ad_add(ad, ad_const(ad, dt, 1), ad_unary(ad, "Abs", x));
+    r = ad_div(ad, d, ad_mul(ad, t, t));
+    break;
+  }
+  case OP_Elu: case OP_Selu: case OP_Celu: {
+    /* x > 0: 1 (Selu: gamma); else alpha e^x = y + alpha (Selu: y + gamma
+     * alpha; Celu: e^(x / alpha)) */
+    double alpha = attr_f(&n, "alpha", n.op == OP_Selu ? 1.67326319217681884765625f : 1.0f);
+    double gamma = n.op == OP_Selu ? attr_f(&n, "gamma", 1.05070102214813232421875f) : 1.0;
+    int pos = ad_node(ad, "Greater", 2, (int[]){x, ad_const(ad, dt, 0)}, 0, NULL);
+    int neg = n.op == OP_Celu ? ad_unary(ad, "Exp", ad_scale(ad, x, 1.0 / alpha))
+                              : ad_add(ad, y, ad_const(ad, dt, gamma * alpha));
+    int slope = ad_node(ad, "Where", 3, (int[]){pos, ad_const(ad, dt, gamma), neg}, 0, NULL);
+    r = ad_mul(ad, d, slope);
+    break;
+  }
+  case OP_HardSigmoid: case OP_HardSwish: {
+    /* inside 0 < alpha x + beta < 1 the sigmoid part has slope alpha */
+    double alpha = n.op == OP_HardSwish ? 1.0 / 6 : attr_f(&n, "alpha", 0.2f);
+    double beta = n.op == OP_HardSwish ? 0.5 : attr_f(&n, "beta", 0.5f);
+    int t = ad_add(ad, ad_scale(ad, x, alpha), ad_const(ad, dt, beta));
+    int in = ad_node(ad, "And", 2, (int[]){ad_node(ad, "Greater", 2, (int[]){t, ad_const(ad, dt, 0)}, 0, NULL),
+                                           ad_node(ad, "Less", 2, (int[]){t, ad_const(ad, dt, 1)}, 0, NULL)}, 0, NULL);
+    int hs_slope = ad_node(ad, "Where", 3, (int[]){in, ad_const(ad, dt, alpha), ad_const(ad, dt, 0)}, 0, NULL);
+    if (n.op == OP_HardSigmoid) {
+      r = ad_mul(ad, d, hs_slope);
+    } else { /* y = x hs(x): hs(x) + x hs'(x) */
+      int hs = ad_node(ad, "HardSigmoid", 1, &x, 2, (Attr[]){ad_attr_f("alpha", (float)alpha), ad_attr_f("beta", (float)beta)});
+      r = ad_mul(ad, d, ad_add(ad, hs, ad_mul(ad, x, hs_slope)));
+    }
+    break;
+  }
+  case OP_ThresholdedRelu: case OP_Shrink: {
+    /* slope 1 where the op passes x through (shifted by bias), else 0 */
+    int pass;
+    if (n.op == OP_ThresholdedRelu) {
+      pass = ad_node(ad, "Greater", 2, (int[]){x, ad_const(ad, dt, attr_f(&n, "alpha", 1.0f))}, 0, NULL);
+    } else {
+      double l = attr_f(&n, "lambd", 0.5f);
+      pass = ad_node(ad, "Or", 2, (int[]){ad_node(ad, "Less", 2, (int[]){x, ad_const(ad, dt, -l)}, 0, NULL),
+                                          ad_node(ad, "Greater", 2, (int[]){x, ad_const(ad, dt, l)}, 0, NULL)}, 0, NULL);
+    }
+    r = ad_node(ad, "Where", 3, (int[]){pass, d, ad_zeros_like(ad, d)}, 0, NULL);
+    break;
+  }
   case OP_Dropout: {
     /* The same Dropout applied to dy: the same mask (hash of the same seed
      * and element index) and the same scale; the identity in inference. */
@@ -503,19 +576,23 @@ int grad_unary(AD *ad, int node, const int *dy, int *dx) {
     r = ad_node(ad, "CastLike", 2, (int[]){d, x}, 0, NULL);
     break;
   case OP_Clip: {
-    /* gradient flows where min <= x <= max */
-    int keep = -1;
+    /* dy flows to x where min <= x <= max, to min where x < min, to max
+     * where x > max (bounds given as inputs may be trained). */
     Tensor *lo = n.nin > 1 && n.in[1] >= 0 ? known_value(g, n.in[1]) : NULL;
     Tensor *hi = n.nin > 2 && n.in[2] >= 0 ? known_value(g, n.in[2]) : NULL;
     const Attr *alo = attr_get(&n, "min"), *ahi = attr_get(&n, "max");
-    if ((n.nin > 1 && n.in[1] >= 0 && !lo) || (n.nin > 2 && n.in[2] >= 0 && !hi))
-      return unsupported(g, node, -1, "Clip bounds must be constants to differentiate");
-    double l = lo ? tensor_get_f(lo, 0) : alo ? alo->f : -1.0 / 0.0;
-    double h = hi ? tensor_get_f(hi, 0) : ahi ? ahi->f : 1.0 / 0.0;
-    int ge = ad_node(ad, "GreaterOrEqual", 2, (int[]){x, ad_const(ad, dt, l)}, 0, NULL);
-    int le = ad_node(ad, "LessOrEqual", 2, (int[]){x, ad_const(ad, dt, h)}, 0, NULL);
-    keep = ad_node(ad, "And", 2, (int[]){ge, le}, 0, NULL);
-    r = ad_node(ad, "Where", 3, (int[]){keep, d, ad_zeros_like(ad, d)}, 0, NULL);
+    int lov = n.nin > 1 && n.in[1] >= 0 ? n.in[1] : ad_const(ad, dt, lo ? tensor_get_f(lo, 0) : alo ? alo->f : -1.0 / 0.0);
+    int hiv = n.nin > 2 && n.in[2] >= 0 ? n.in[2] : ad_const(ad, dt, hi ? tensor_get_f(hi, 0) : ahi ? ahi->f : 1.0 / 0.0);
+    int below = ad_node(ad, "Less", 2, (int[]){x, lov}, 0, NULL);
+    int above = ad_node(ad, "Greater", 2, (int[]){x, hiv}, 0, NULL);
+    int zero = ad_zeros_like(ad, d);
+    if (n.nin > 1 && n.in[1] >= 0 && ad_needs(ad, node, 1))
+      dx[1] = ad_sum_to(ad, ad_node(ad, "Where", 3, (int[]){below, d, zero}, 0, NULL), n.in[1]);
+    if (n.nin > 2 && n.in[2] >= 0 && ad_needs(ad, node, 2))
+      dx[2] = ad_sum_to(ad, ad_node(ad, "Where", 3, (int[]){above, d, zero}, 0, NULL), n.in[2]);
+    int out = ad_node(ad, "Or", 2, (int[]){below, above}, 0, NULL);
+    r = ad_node(ad, "Where", 3, (int[]){out, zero, d}, 0, NULL);
+    if (!ad_needs(ad, node, 0)) return MATC_OK;
     break;
   }
   default:
