@@ -44,7 +44,7 @@ int ad_node_n(AD *ad, const char *op, int nin, const int *in, int nattr, const A
     MATC_ASSERT(g->vals[outs[j]].rank >= 0);
     if (out) out[j] = outs[j];
   }
-  return outs[0];
+  return nout ? outs[0] : 0;
 }
 
 int ad_node(AD *ad, const char *op, int nin, const int *in, int nattr, const Attr *attr) {

@@ -217,6 +217,7 @@ enum {
   OPF_ELEMENTWISE = 1,   /* output[i] depends only on inputs at i (fusable) */
   OPF_VIEW = 2,          /* output aliases an input's storage */
   OPF_NOFOLD = 4,        /* never constant-folded (random ops) */
+  OPF_EFFECT = 8,        /* writes state (Assign): never dead, never folded */
 };
 
 typedef struct {
@@ -430,6 +431,28 @@ int plan_memory(Graph *g);                                    /* passes/plan_mem
  * wrt[j] (float values) to g; grads[j] gets the gradient value. */
 int autodiff(Graph *g, int nouts, const int *outs, const int *seeds, int nwrt, const int *wrt,
              int *grads);                                     /* passes/autodiff.c */
+/* The training step (passes/build_train_step.c): loss, gradients,
+ * clipping and the optimizer update, appended to a forward graph. */
+typedef enum { OPT_SGD, OPT_ADAMW } Optimizer;
+typedef enum { LOSS_AUTO, LOSS_CROSS_ENTROPY, LOSS_MSE, LOSS_OUTPUT } LossKind;
+typedef struct {
+  Optimizer optimizer;
+  LossKind loss;
+  double momentum, weight_decay, beta1, beta2, eps, clip_norm;
+  int nesterov;
+  int64_t ignore_index;           /* cross-entropy targets to skip */
+  DType target_dt;
+  int target_rank;                /* of one example */
+  int64_t target_dims[MATC_MAX_RANK];
+} TrainConfig;
+typedef struct {
+  int loss, logits, target;       /* values: scalar loss, model output, target input */
+  int lr, bc1, bc2;               /* scalar inputs the runtime sets each step */
+  int nparams;
+  int *params, *grads;            /* trained initializers and their gradients */
+  int64_t nparam_elems, nstate_elems;
+} TrainStep;
+int build_train_step(Graph *g, const TrainConfig *cfg, TrainStep *ts);
 int expand_gradient(Graph *g, int node);                     /* passes/autodiff.c */
 int promote_f64(Graph *g);                                    /* passes/promote_f64.c */
 Expr *expr_copy(Graph *g, Expr *e);                           /* compiler/kir.c */

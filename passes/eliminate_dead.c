@@ -9,7 +9,7 @@ int eliminate_dead(Graph *g) {
   for (int i = g->nnodes - 1; i >= 0; i--) {
     Node *n = &g->nodes[i];
     if (n->dead) continue;
-    int needed = 0;
+    int needed = n->op >= 0 && (op_table[n->op].flags & OPF_EFFECT);
     for (int j = 0; j < n->nout; j++)
       if (n->out[j] >= 0 && live[n->out[j]]) needed = 1;
     if (!needed) {

@@ -227,6 +227,9 @@ int fuse_elementwise(Graph *g) {
   for (int i = 0; i < g->nkernels; i++) {
     Kernel *c = &g->kernels[i];
     if (c->dead || c->kind != K_LOOP) continue;
+    /* An Assign writes a parameter in place: inlining its source could
+     * move a read of another parameter after that one's Assign. */
+    if (c->node >= 0 && g->nodes[c->node].op == OP_Assign) continue;
     Fuser f = {g, &u, c, i, 1};
     while (f.changed) {
       f.changed = 0;

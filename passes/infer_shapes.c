@@ -109,7 +109,7 @@ int infer_shapes(Graph *g) {
                            dt_name(x->dt));
     }
     if (n->dead) continue;                 /* the op resolved itself (Constant, Shape) */
-    if (op_table[n->op].flags & OPF_NOFOLD) continue;
+    if (op_table[n->op].flags & (OPF_NOFOLD | OPF_EFFECT)) continue;
     int all = 1;
     for (int j = 0; j < n->nin && all; j++) all = foldable_input(g, n->in[j]);
     for (int j = 0; j < n->nout && all; j++)

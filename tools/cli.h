@@ -12,6 +12,11 @@ typedef struct {
   double rtol, atol;
   int json, verbose, repeat, threads, fd, f64, allow_random, atol_set;
   double tol;
+  /* train */
+  int64_t steps, warmup, eval_every, seed;
+  double lr, momentum, weight_decay, clip, eval_fraction;
+  int nesterov;
+  const char *optimizer, *schedule, *log;
 } Options;
 
 extern const Pass front_passes[];
@@ -24,5 +29,6 @@ int compare(const char *name, const Tensor *want, const void *got, DType dt, dou
 double now_ms(void);
 
 int cmd_gradcheck(Options *o);
+int cmd_train(Options *o);
 
 #endif

@@ -25,6 +25,12 @@ static const char *usage_text =
     "  gradcheck MODEL --data DIR [--tol T]    gradient of sum_i <output_i, cotangent_i>\n"
     "      [--fd] [--f64] [--atol A]           against DIR/grad_*.pb (or, with --fd,\n"
     "                                          float64 central differences)\n"
+    "  train MODEL --data SPEC [--steps N]      train with the model's loss or cross-entropy\n"
+    "      [--batch B] [--optimizer sgd|adamw]  (int targets) / MSE (float targets);\n"
+    "      [--lr X] [--momentum M] [--nesterov] SPEC: idx:DIR[:train|test],\n"
+    "      [--weight-decay W] [--clip C]        text:PATH:mlm|causal:SEQ, npy:IN.npy,TGT.npy,\n"
+    "      [--warmup N] [--schedule constant|cosine|linear] [--eval-every N]\n"
+    "      [--eval-fraction F] [--seed S] [--log FILE.jsonl]\n"
     "\n"
     "common options:\n"
     "  --dump-after=PASS   print the IR after PASS (infer-shapes, eliminate-dead,\n"
@@ -46,6 +52,11 @@ static int parse_args(int argc, char **argv, Options *o) {
   o->rtol = 1e-3;
   o->atol = 1e-7;
   o->repeat = 1;
+  o->steps = 100;
+  o->lr = 0.01;
+  o->eval_fraction = 0.1;
+  o->optimizer = "sgd";
+  o->schedule = "constant";
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *next = i + 1 < argc ? argv[i + 1] : NULL;
@@ -55,6 +66,19 @@ static int parse_args(int argc, char **argv, Options *o) {
     else if (strcmp(a, "--rtol") == 0) { NEEDARG(); o->rtol = atof(next); }
     else if (strcmp(a, "--atol") == 0) { NEEDARG(); o->atol = atof(next); o->atol_set = 1; }
     else if (strcmp(a, "--tol") == 0) { NEEDARG(); o->tol = atof(next); o->rtol = o->tol; }
+    else if (strcmp(a, "--steps") == 0) { NEEDARG(); o->steps = atoll(next); }
+    else if (strcmp(a, "--lr") == 0) { NEEDARG(); o->lr = atof(next); }
+    else if (strcmp(a, "--optimizer") == 0) { NEEDARG(); o->optimizer = next; }
+    else if (strcmp(a, "--momentum") == 0) { NEEDARG(); o->momentum = atof(next); }
+    else if (strcmp(a, "--nesterov") == 0) o->nesterov = 1;
+    else if (strcmp(a, "--weight-decay") == 0) { NEEDARG(); o->weight_decay = atof(next); }
+    else if (strcmp(a, "--clip") == 0) { NEEDARG(); o->clip = atof(next); }
+    else if (strcmp(a, "--warmup") == 0) { NEEDARG(); o->warmup = atoll(next); }
+    else if (strcmp(a, "--schedule") == 0) { NEEDARG(); o->schedule = next; }
+    else if (strcmp(a, "--eval-every") == 0) { NEEDARG(); o->eval_every = atoll(next); }
+    else if (strcmp(a, "--eval-fraction") == 0) { NEEDARG(); o->eval_fraction = atof(next); }
+    else if (strcmp(a, "--seed") == 0) { NEEDARG(); o->seed = atoll(next); }
+    else if (strcmp(a, "--log") == 0) { NEEDARG(); o->log = next; }
     else if (strcmp(a, "--fd") == 0) o->fd = 1;
     else if (strcmp(a, "--allow-random") == 0) o->allow_random = 1;
     else if (strcmp(a, "--f64") == 0) o->f64 = 1;
@@ -362,6 +386,7 @@ int main(int argc, char **argv) {
   if (strcmp(o.cmd, "run") == 0) return cmd_run(&o);
   if (strcmp(o.cmd, "inspect") == 0) return cmd_inspect(&o);
   if (strcmp(o.cmd, "gradcheck") == 0) return cmd_gradcheck(&o);
+  if (strcmp(o.cmd, "train") == 0) return cmd_train(&o);
   fprintf(stderr, "matc: unknown command '%s'\n\n", o.cmd);
   return usage(NULL);
 }

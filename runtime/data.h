@@ -1,0 +1,66 @@
+/* data.h: training data for the runtime (no LLVM, no protobuf beyond the
+ * TensorProto reader). A Dataset is a set of examples, each a fixed-shape
+ * input tensor and a fixed-shape target tensor; batches are drawn in a
+ * seeded shuffled order, with a held-out evaluation split.
+ *
+ * Sources (DataSpec strings, as given to `matc train --data SPEC`):
+ *   idx:DIR[:train|test]    IDX files (optionally .gz): DIR/train-images-idx3-ubyte[.gz] and
+ *                           DIR/train-labels-idx1-ubyte[.gz] (or t10k-* for test); images
+ *                           become float32 [1, H, W] in [0, 1], labels int64 scalars
+ *   text:PATH[,PATH...]:mlm:SEQ   byte tokens of text files (a directory: every regular file
+ *   text:PATH...:causal:SEQ       in it that is not *.dat), cut into SEQ-byte windows; mlm:
+ *                           inputs with 15% of positions masked (80% MASK=257, 10% random
+ *                           byte, 10% kept), targets the original byte at masked positions
+ *                           and -100 (ignored) elsewhere; causal: targets are the next byte
+ *   npy:INPUTS.npy,TARGETS.npy   NPY arrays (float32/float64/int64/int32/uint8, C order);
+ *                           the first dimension indexes examples
+ *   pb:DIR                  DIR/<k>/input_0.pb and DIR/<k>/target_0.pb for k = 0, 1, ...
+ *                           (ONNX TensorProto files; every example the same shapes)
+ */
+#ifndef MATC_DATA_H
+#define MATC_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+  int dtype;                /* ONNX TensorProto.DataType code (1 float32, 7 int64) */
+  int rank;
+  int64_t dims[8];          /* of one example (no batch dim) */
+} DataShape;
+
+typedef struct Dataset Dataset;
+
+/* Opens a data source. On error returns NULL and writes a message naming
+ * the file (and what is wrong: missing, short, bad magic, wrong shape...)
+ * into err. */
+Dataset *data_open(const char *spec, char *err, size_t errlen);
+void data_close(Dataset *d);
+
+int64_t data_count(const Dataset *d);               /* examples */
+DataShape data_input_shape(const Dataset *d);
+DataShape data_target_shape(const Dataset *d);
+/* Largest class label + 1 for classification targets, or 0. */
+int64_t data_num_classes(const Dataset *d);
+
+/* Splits off the last `eval_fraction` of a seeded permutation as the
+ * evaluation set; the rest is the training set. */
+typedef struct {
+  Dataset *d;
+  uint64_t seed;
+  int64_t *order;           /* training example indices, reshuffled each epoch */
+  int64_t ntrain, neval;
+  int64_t *eval_idx;
+  int64_t epoch, pos;       /* position in the current epoch (for checkpoints) */
+} Sampler;
+
+int sampler_init(Sampler *s, Dataset *d, uint64_t seed, double eval_fraction);
+void sampler_free(Sampler *s);
+/* Fills `inputs` and `targets` (batch * example sizes, packed) with the
+ * next training batch; starts a new shuffled epoch when one ends. Text
+ * MLM masking is drawn from the sampler's seed, so it is reproducible. */
+void sampler_next(Sampler *s, int64_t batch, void *inputs, void *targets);
+/* Evaluation batch k (of ceil(neval / batch)); returns its size. */
+int64_t sampler_eval_batch(Sampler *s, int64_t k, int64_t batch, void *inputs, void *targets);
+
+#endif
