@@ -386,7 +386,6 @@ int main(int argc, char **argv) {
   if (strcmp(o.cmd, "run") == 0) return cmd_run(&o);
   if (strcmp(o.cmd, "inspect") == 0) return cmd_inspect(&o);
   if (strcmp(o.cmd, "gradcheck") == 0) return cmd_gradcheck(&o);
-  if (strcmp(o.cmd, "train") == 0) return cmd_train(&o);
   fprintf(stderr, "matc: unknown command '%s'\n\n", o.cmd);
   return usage(NULL);
 }
