@@ -613,3 +613,39 @@ int kernels_interpret(Graph *g, int k0, int k1, void **ptrs) {
   }
   return MATC_OK;
 }
+
+/* ---------------------------------------------------------------- FLOPs */
+
+static int64_t expr_ops(const Expr *e) {
+  if (!e) return 0;
+  int64_t n = (e->kind == EX_UN || e->kind == EX_BIN || e->kind == EX_SEL) ? 1 : 0;
+  if (e->kind == EX_LOAD)
+    for (int d = 0; d < e->ndyn; d++) n += expr_ops(e->dyn[d]);
+  return n + expr_ops(e->a) + expr_ops(e->b) + expr_ops(e->c);
+}
+
+/* Floating-point (and integer) operations one run of the kernels
+ * executes, counted from the kernels themselves: 2 M N K per GEMM, and
+ * for a loop kernel its iterations times the operations of its body (plus
+ * the accumulation of a reduction, plus its post expression per output).
+ * Copies count zero. */
+double kernels_flops(Graph *g) {
+  double total = 0;
+  for (int i = 0; i < g->nkernels; i++) {
+    Kernel *k = &g->kernels[i];
+    if (k->dead) continue;
+    if (k->kind == K_EXTERN) {
+      if (k->ext_fn != EXT_gemm) continue;
+      double b = 1;
+      for (int l = 0; l < k->p[GEMM_NB]; l++) b *= (double)k->p[GEMM_BATCH + 4 * l];
+      total += 2.0 * b * k->p[GEMM_M] * k->p[GEMM_N] * k->p[GEMM_K];
+      continue;
+    }
+    double outer = 1, inner = 1;
+    for (int v = 0; v < k->nvar; v++) outer *= (double)k->ext[v];
+    for (int v = k->nvar; v < k->nvar + k->nred; v++) inner *= (double)k->ext[v];
+    double body = (double)expr_ops(k->body) + (k->red != R_NONE ? 1 : 0);
+    total += outer * inner * body + outer * (double)expr_ops(k->post);
+  }
+  return total;
+}

@@ -370,6 +370,9 @@ void e_load_dyn(Expr *load, Expr *dyn, int64_t dstride);
 /* Row-major strides of a shape. */
 void shape_strides(int rank, const int64_t *dims, int64_t *strides);
 
+/* Operations one run of g's kernels executes (GEMM 2MNK, loops counted). */
+double kernels_flops(Graph *g);
+
 /* Interpreter: runs kernels k0..k1-1 of g with storage ptrs[v] per value. */
 int kernels_interpret(Graph *g, int k0, int k1, void **ptrs);
 

@@ -280,8 +280,8 @@ static int cmd_run(Options *o) {
     if (r == 0 && reps > 1 && g->profile) matc_rt_prof_reset();   /* drop the cold run */
   }
   if (o->verbose)
-    fprintf(stderr, "activations: %.2f MB in the arena (%.2f MB without reuse)\n", g->arena_bytes / 1e6,
-            g->unplanned_bytes / 1e6);
+    fprintf(stderr, "activations: %.2f MB in the arena (%.2f MB without reuse); %.4g FLOPs per run\n",
+            g->arena_bytes / 1e6, g->unplanned_bytes / 1e6, kernels_flops(g));
   if (o->verbose || reps > 1) {
     qsort(times, reps, sizeof(double), cmp_double);
     fprintf(stderr, "compile %.1f ms, run median %.3f ms, best %.3f ms (%d runs)\n", t1 - t0,
