@@ -1093,12 +1093,12 @@ typedef struct {
   double roi[2 * MATC_MAX_RANK];
 } ResizeSpec;
 
-static int resize_setup(Graph *g, int node, ResizeSpec *rs) {
+/* x's shape comes from the caller: ResizeGrad reads the forward's spec
+ * with dY in X's place. modern: Resize-11+ (else Upsample/Resize-10). */
+static int resize_setup(Graph *g, int node, ResizeSpec *rs, int modern, int r, const int64_t *xdims) {
   Node *n = &g->nodes[node];
   int rc;
   if ((rc = need_inputs(g, node, 1))) return rc;
-  Value *x = in_val(g, node, 0);
-  int r = x->rank;
   const char *mode = attr_s(n, "mode", "nearest");
   if (!strcmp(mode, "nearest")) rs->mode = RM_NEAREST;
   else if (!strcmp(mode, "linear") || !strcmp(mode, "bilinear")) rs->mode = RM_LINEAR;
@@ -1110,7 +1110,6 @@ static int resize_setup(Graph *g, int node, ResizeSpec *rs) {
   if (strcmp(attr_s(n, "keep_aspect_ratio_policy", "stretch"), "stretch"))
     return unsupported(g, node, -1, "keep_aspect_ratio_policy is not supported");
   /* Upsample and Resize-10 map coordinates asymmetrically and round down. */
-  int modern = n->op == OP_Resize && NODE_OPSET(g, n) >= 11;
   rs->ctm = modern ? attr_s(n, "coordinate_transformation_mode", "half_pixel") : "asymmetric";
   rs->nearest = modern ? attr_s(n, "nearest_mode", "round_prefer_floor") : "floor";
   rs->a = attr_f(n, "cubic_coeff_a", -0.75f);
@@ -1134,7 +1133,7 @@ static int resize_setup(Graph *g, int node, ResizeSpec *rs) {
   int64_t cnt = sizes ? tensor_nelem(sizes) : scales ? tensor_nelem(scales) : sa->n;
   if (cnt != r) return fail(g, node, -1, "scales/sizes have %lld entries for rank %d", (long long)cnt, r);
   for (int i = 0; i < r; i++) {
-    int64_t in = x->dims[i];
+    int64_t in = xdims[i];
     if (sizes) {
       rs->out[i] = tensor_get_i(sizes, i);
       rs->scale[i] = in ? (double)rs->out[i] / (double)in : 1;
@@ -1157,12 +1156,19 @@ static int resize_setup(Graph *g, int node, ResizeSpec *rs) {
   return MATC_OK;
 }
 
+static int resize_modern(Graph *g, int node) {
+  Node *n = &g->nodes[node];
+  return n->op == OP_Resize && NODE_OPSET(g, n) >= 11;
+}
+
 int infer_resize(Graph *g, int node) {
   ResizeSpec rs;
-  int rc = resize_setup(g, node, &rs);
+  int rc = need_inputs(g, node, 1);
   if (rc) return rc;
-  Value *x = in_val(g, node, 0);
-  set_out(g, node, 0, x->dt, x->rank, rs.out);
+  Value *xv = in_val(g, node, 0);
+  rc = resize_setup(g, node, &rs, resize_modern(g, node), xv->rank, xv->dims);
+  if (rc) return rc;
+  set_out(g, node, 0, xv->dt, xv->rank, rs.out);
   return MATC_OK;
 }
 
@@ -1259,7 +1265,8 @@ static int resize_axis(Graph *g, int node, const ResizeSpec *rs, int rank, int i
  * over its taps, and a gather through its index and weight tables. */
 int lower_resize(Graph *g, int node) {
   ResizeSpec rs;
-  int rc = resize_setup(g, node, &rs);
+  Value *xv = in_val(g, node, 0);
+  int rc = resize_setup(g, node, &rs, resize_modern(g, node), xv->rank, xv->dims);
   if (rc) return rc;
   int x = g->nodes[node].in[0], y = g->nodes[node].out[0];
   DType dt = g->vals[x].dt;
@@ -1481,12 +1488,11 @@ int lower_conv_grad_w(Graph *g, int node) {
   return MATC_OK;
 }
 
-enum { PG_MAX = 0, PG_AVG = 1 };
+enum { PG_MAX = 0, PG_AVG = 1, PG_SUM = 2 };   /* SUM: LpPool's, dY pre-scaled */
 
 int grad_pool(AD *ad, int node, const int *dy, int *dx) {
   Graph *g = ad->g;
   Node n = g->nodes[node];
-  if (n.op == OP_LpPool) return unsupported(g, node, -1, "no gradient rule for LpPool");
   Geom q;
   int rc = pool_geom(g, node, &q);
   if (rc) return rc;
@@ -1556,7 +1562,7 @@ int lower_pool_grad(Graph *g, int node) {
       k->body = bin(g, B_DIV, load(g, dyv, ost1), div);
       div = NULL;
     }
-  } else {
+  } else if (mode == PG_MAX) {
     arg = new_temp(g, node, "argmax", DT_I64, 1 + nsp, oext);
     Kernel *k = k_loop(g, node, arg, 1 + nsp, oext);
     shape_strides(1 + nsp, oext, k->out_stride);
@@ -1607,7 +1613,6 @@ int lower_pool_grad(Graph *g, int node) {
 int grad_global_pool(AD *ad, int node, const int *dy, int *dx) {
   Graph *g = ad->g;
   Node n = g->nodes[node];
-  if (n.op == OP_GlobalLpPool) return unsupported(g, node, -1, "no gradient rule for GlobalLpPool");
   Value x = g->vals[n.in[0]];
   if (n.op == OP_GlobalAveragePool) {
     int s = ad_scale(ad, dy[0], 1.0 / (double)shape_nelem(x.rank - 2, x.dims + 2));
@@ -1741,5 +1746,261 @@ int grad_layernorm(AD *ad, int node, const int *dy, int *dx) {
   if (ad_needs(ad, node, 0)) dx[0] = gx;
   if (ad_needs(ad, node, 1)) dx[1] = ad_sum_to(ad, ad_mul(ad, d, xhat), n.in[1]);
   if (n.nin > 2 && n.in[2] >= 0 && ad_needs(ad, node, 2)) dx[2] = ad_sum_to(ad, d, n.in[2]);
+  return MATC_OK;
+}
+
+/* ---------------------------------------------------------------- more NN gradients */
+
+/* ConvTranspose is the adjoint of a Conv with the same weights and
+ * geometry: dX = Conv(dY, W) (output_padding only adds outputs that a
+ * stride skips), dW = ConvGradW with X and dY in swapped roles. */
+int grad_conv_transpose(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  Geom q;
+  int64_t G;
+  int rc = convt_geom(g, node, &q, &G);
+  if (rc) return rc;
+  for (int i = 0; i < q.nsp; i++) {
+    int64_t dk = (q.k[i] - 1) * q.d[i] + 1;
+    if (q.pb[i] < 0 || q.pe[i] < 0 || (q.out[i] + q.pb[i] + q.pe[i] - dk) / q.s[i] + 1 != q.in[i])
+      return unsupported(g, node, -1, "no ConvTranspose gradient for negative pads or output_padding >= strides");
+  }
+  Attr a[8];
+  int na = geom_attrs(ad, &q, a);
+  a[na++] = ad_attr_i("group", G);
+  int d = dy[0], rank = g->vals[n.in[0]].rank;
+  if (ad_needs(ad, node, 0)) dx[0] = ad_node(ad, "Conv", 2, (int[]){d, n.in[1]}, na, a);
+  if (ad_needs(ad, node, 1)) dx[1] = ad_node(ad, "ConvGradW", 2, (int[]){d, n.in[0]}, na, a);
+  if (n.nin > 2 && n.in[2] >= 0 && ad_needs(ad, node, 2)) {
+    int64_t axes[MATC_MAX_RANK];
+    dx[2] = ad_reduce_sum(ad, d, non_channel_axes(rank, axes), axes, 0);
+  }
+  return MATC_OK;
+}
+
+/* d/dx (sum |x|^p)^(1/p) = x |x|^(p-2) / y^(p-1), for every window
+ * holding x: dY / y^(p-1) is summed over the windows (PoolGrad in sum
+ * mode, or a broadcast for the global pool), then scaled by x |x|^(p-2). */
+static int lp_factor(AD *ad, int x, double p) {
+  if (p == 1) return ad_unary(ad, "Sign", x);
+  if (p == 2) return x;
+  DType dt = ad->g->vals[x].dt;
+  int ax = ad_unary(ad, "Abs", x);
+  return ad_mul(ad, x, ad_node(ad, "Pow", 2, (int[]){ax, ad_const(ad, dt, p - 2)}, 0, NULL));
+}
+
+static int lp_scaled_dy(AD *ad, int d, int y, double p) {
+  if (p == 1) return d;
+  if (p == 2) return ad_div(ad, d, y);
+  DType dt = ad->g->vals[y].dt;
+  return ad_mul(ad, d, ad_node(ad, "Pow", 2, (int[]){y, ad_const(ad, dt, 1 - p)}, 0, NULL));
+}
+
+int grad_lp_pool(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  double p = attr_f(&n, "p", 2.0f);
+  int t = lp_scaled_dy(ad, dy[0], n.out[0], p);
+  if (n.op == OP_GlobalLpPool) {
+    dx[0] = ad_mul(ad, t, lp_factor(ad, n.in[0], p));
+    return MATC_OK;
+  }
+  Geom q;
+  int rc = pool_geom(g, node, &q);
+  if (rc) return rc;
+  Attr a[8];
+  int na = geom_attrs(ad, &q, a);
+  a[na++] = ad_attr_i("ceil_mode", attr_i(&n, "ceil_mode", 0));
+  a[na++] = ad_attr_i("mode", PG_SUM);
+  int s = ad_node(ad, "PoolGrad", 2, (int[]){n.in[0], t}, na, a);
+  dx[0] = ad_mul(ad, s, lp_factor(ad, n.in[0], p));
+  return MATC_OK;
+}
+
+/* Sum of v over the channel window [c - before, c + after], zeros outside:
+ * an AveragePool over [N, 1, C, rest] that counts the padding, times size. */
+static int chan_window_sum(AD *ad, int v, int64_t size, int64_t before) {
+  Value xv = ad->g->vals[v];
+  int64_t d4[4] = {xv.dims[0], 1, xv.dims[1], shape_nelem(xv.rank - 2, xv.dims + 2)};
+  int64_t ks[2] = {size, 1}, pads[4] = {before, 0, size - 1 - before, 0};
+  Attr a[3] = {ad_attr_ints(ad, "kernel_shape", 2, ks), ad_attr_ints(ad, "pads", 4, pads),
+               ad_attr_i("count_include_pad", 1)};
+  int r = ad_reshape(ad, v, 4, d4);
+  r = ad_scale(ad, ad_node(ad, "AveragePool", 1, &r, 3, a), (double)size);
+  return ad_reshape(ad, r, xv.rank, xv.dims);
+}
+
+/* y = x den^-b, den = bias + a/size * S(x^2): dX = dY den^-b
+ * - 2ab/size x S^T(dY x den^(-b-1)), S^T the window sum's transpose. */
+int grad_lrn(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  int x = n.in[0], d = dy[0];
+  DType dt = g->vals[x].dt;
+  int64_t size = attr_i(&n, "size", 1), lo = (size - 1) / 2;
+  double alpha = attr_f(&n, "alpha", 1e-4f), beta = attr_f(&n, "beta", 0.75f), bias = attr_f(&n, "bias", 1.0f);
+  int s = chan_window_sum(ad, ad_mul(ad, x, x), size, lo);
+  int den = ad_add(ad, ad_const(ad, dt, bias), ad_scale(ad, s, alpha / (double)size));
+  int pw = ad_node(ad, "Pow", 2, (int[]){den, ad_const(ad, dt, -beta)}, 0, NULL);   /* den^-b */
+  int u = ad_div(ad, ad_mul(ad, ad_mul(ad, d, x), pw), den);
+  int back = chan_window_sum(ad, u, size, size - 1 - lo);
+  dx[0] = ad_add(ad, ad_mul(ad, d, pw), ad_scale(ad, ad_mul(ad, x, back), -2 * alpha * beta / (double)size));
+  return MATC_OK;
+}
+
+/* y = xc r, r = 1/(sigma + 1e-9), sigma = sqrt(mean(xc^2)):
+ * dX = r (dY - mean(dY)) - xc mean(dY xc) r^2 / sigma. */
+int grad_mvn(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  char red[MATC_MAX_RANK];
+  int rc = mvn_setup(g, node, red);
+  if (rc) return rc;
+  int x = n.in[0], d = dy[0];
+  Value xv = g->vals[x];
+  int64_t axes[MATC_MAX_RANK], m = 1;
+  int na = 0;
+  for (int i = 0; i < xv.rank; i++)
+    if (red[i]) { axes[na++] = i; m *= xv.dims[i]; }
+  double im = 1.0 / (double)m;
+  int xc = ad_sub(ad, x, mean_over(ad, x, na, axes, im));
+  int sig = ad_unary(ad, "Sqrt", mean_over(ad, ad_mul(ad, xc, xc), na, axes, im));
+  int r = ad_unary(ad, "Reciprocal", ad_add(ad, sig, ad_const(ad, xv.dt, 1e-9)));
+  int t1 = ad_mul(ad, r, ad_sub(ad, d, mean_over(ad, d, na, axes, im)));
+  int c = ad_div(ad, ad_mul(ad, mean_over(ad, ad_mul(ad, d, xc), na, axes, im), ad_mul(ad, r, r)), sig);
+  dx[0] = ad_sub(ad, t1, ad_mul(ad, xc, c));
+  return MATC_OK;
+}
+
+/* Resize/Upsample: ResizeGrad(dY, <the forward's other inputs>) with the
+ * forward's attributes, plus modern (its coordinate conventions) and
+ * in_shape (X's). It rebuilds the forward's tap tables bit for bit. */
+int grad_resize(AD *ad, int node, const int *dy, int *dx) {
+  Graph *g = ad->g;
+  Node n = g->nodes[node];
+  Value xv = g->vals[n.in[0]];
+  int in[8];
+  Attr a[40];
+  if (n.nin > 8 || n.nattr > 38) return unsupported(g, node, -1, "too many inputs or attributes");
+  for (int i = 0; i < n.nin; i++) in[i] = n.in[i];
+  in[0] = dy[0];
+  for (int i = 0; i < n.nattr; i++) a[i] = n.attr[i];
+  a[n.nattr] = ad_attr_i("modern", resize_modern(g, node));
+  a[n.nattr + 1] = ad_attr_ints(ad, "in_shape", xv.rank, xv.dims);
+  dx[0] = ad_node(ad, "ResizeGrad", n.nin, in, n.nattr + 2, a);
+  return MATC_OK;
+}
+
+static int resize_grad_setup(Graph *g, int node, ResizeSpec *rs, int64_t *in) {
+  Node *n = &g->nodes[node];
+  Value *d = in_val(g, node, 0);
+  if (attr_ints(n, "in_shape", in, MATC_MAX_RANK) != d->rank) return fail(g, node, -1, "bad in_shape");
+  int rc = resize_setup(g, node, rs, (int)attr_i(n, "modern", 1), d->rank, in);
+  if (rc) return rc;
+  for (int i = 0; i < d->rank; i++)
+    if (rs->out[i] != d->dims[i]) return fail(g, node, 0, "dY does not have the resized shape");
+  return MATC_OK;
+}
+
+int infer_resize_grad(Graph *g, int node) {
+  ResizeSpec rs;
+  int64_t in[MATC_MAX_RANK];
+  int rc = resize_grad_setup(g, node, &rs, in);
+  if (rc) return rc;
+  set_out(g, node, 0, in_val(g, node, 0)->dt, in_val(g, node, 0)->rank, in);
+  return MATC_OK;
+}
+
+/* The forward's per-axis taps (output o reads sources idx with weights w)
+ * transposed: source j gathers from the outputs that read it, K entries
+ * each (padded with weight 0). Taps of one output that clamp to the same
+ * source are merged; zero weights and outside outputs are dropped. */
+static int64_t resize_transpose_axis(Graph *g, const ResizeAxis *ax, int64_t out, int64_t in,
+                                     int64_t **ti, double **tw) {
+  int T = ax->taps;
+  int64_t *cnt = arena_alloc(g->arena, sizeof(int64_t) * (in + 1)), K = 1;
+  memset(cnt, 0, sizeof(int64_t) * in);
+  for (int pass = 0; pass < 2; pass++) {
+    if (pass) {
+      *ti = arena_alloc(g->arena, sizeof(int64_t) * in * K);
+      *tw = arena_alloc(g->arena, sizeof(double) * in * K);
+      memset(*ti, 0, sizeof(int64_t) * in * K);
+      memset(*tw, 0, sizeof(double) * in * K);
+      memset(cnt, 0, sizeof(int64_t) * in);
+    }
+    for (int64_t o = 0; o < out; o++) {
+      if (!ax->ok[o]) continue;
+      for (int j = 0; j < T; j++) {
+        int64_t s = ax->idx[o * T + j];
+        double w = ax->w[o * T + j];
+        if (j && s == ax->idx[o * T + j - 1]) {   /* merged into the previous tap */
+          if (pass) (*tw)[s * K + cnt[s] - 1] += w;
+          continue;
+        }
+        if (pass) {
+          (*ti)[s * K + cnt[s]] = o;
+          (*tw)[s * K + cnt[s]] = w;
+        }
+        cnt[s]++;
+        if (cnt[s] > K) K = cnt[s];
+      }
+    }
+  }
+  return K;
+}
+
+/* One kernel over dX; each resized axis adds a reduction var over its
+ * K transposed taps: a gather of dY through index and weight tables. */
+int lower_resize_grad(Graph *g, int node) {
+  ResizeSpec rs;
+  int64_t in[MATC_MAX_RANK];
+  int rc = resize_grad_setup(g, node, &rs, in);
+  if (rc) return rc;
+  int dyv = g->nodes[node].in[0], dxv = g->nodes[node].out[0];
+  DType dt = g->vals[dyv].dt;
+  int r = g->vals[dyv].rank, nres = 0, nred = 0;
+  int64_t dst[MATC_MAX_RANK];
+  shape_strides(r, rs.out, dst);
+  ResizeAxis ax[MATC_MAX_RANK];
+  for (int i = 0; i < r; i++) {
+    if ((rc = resize_axis(g, node, &rs, r, i, in[i], &ax[i]))) return rc;
+    nres += !ax[i].identity;
+  }
+  if (nres > KMAX_DYN) return unsupported(g, node, -1, "resizing more than %d axes", KMAX_DYN);
+  Kernel *k = k_loop(g, node, dxv, r, in);
+  shape_strides(r, in, k->out_stride);
+  int64_t st[KMAX_VARS] = {0};
+  Expr *ld = load(g, dyv, st), *w = NULL;
+  for (int i = 0; i < r; i++) {
+    if (ax[i].identity) {
+      ld->stride[i] = dst[i];
+      continue;
+    }
+    int64_t *ti;
+    double *tw;
+    int64_t K = resize_transpose_axis(g, &ax[i], rs.out[i], in[i], &ti, &tw);
+    int64_t td[2] = {in[i], K}, ts[KMAX_VARS] = {0};
+    ts[i] = K;
+    if (K > 1) {
+      ts[r + nred] = 1;
+      k->ext[r + nred++] = K;
+    }
+    void *data;
+    int it = new_table(g, node, "taps", DT_I64, 2, td, &data);
+    memcpy(data, ti, sizeof(int64_t) * in[i] * K);
+    e_load_dyn(ld, load(g, it, ts), dst[i]);
+    int ones = 1;
+    for (int64_t j = 0; j < in[i] * K; j++) ones &= tw[j] == 1;
+    if (!ones) {
+      int wt = new_table(g, node, "weights", dt, 2, td, &data);
+      for (int64_t j = 0; j < in[i] * K; j++) put_f(dt, data, j, tw[j]);
+      Expr *wl = load(g, wt, ts);
+      w = w ? bin(g, B_MUL, w, wl) : wl;
+    }
+  }
+  k->nred = nred;
+  k->body = w ? bin(g, B_MUL, w, ld) : ld;
+  if (nred) k->red = R_SUM;
   return MATC_OK;
 }

@@ -145,6 +145,75 @@ def main():
     graph = helper.make_graph(consts + nodes, "small_cnn", [],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     save("small_cnn", helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    # Cases below were added later; they come after the ones above so those
+    # keep their random draws.
+    more()
+
+
+def signed(*shape):
+    """Values with |x| in [0.3, 1]: away from Abs/Sign kinks."""
+    return (rand(*shape, lo=0.3, hi=1.0) * np.where(rand(*shape) < 0, -1, 1)).astype(np.float32)
+
+
+def resize(case, x, mode, scales=None, sizes=None, roi=None, opset=17, **attrs):
+    """Resize with X an initializer and roi/scales/sizes constants."""
+    ins, consts = [("x", x)], []
+    for name, arr in (("roi", roi), ("scales", scales), ("sizes", sizes)):
+        if arr is not None:
+            arr = np.array(arr, np.int64 if name == "sizes" else np.float32)
+            consts.append((name, arr))
+        ins.append((name, arr))
+    while ins[-1][1] is None:
+        ins.pop()
+    write(case, "Resize", ins, dict(mode=mode, **attrs), consts=consts, opset=opset)
+
+
+def more():
+    # ConvTranspose: input, weight and bias gradients.
+    ct = lambda case, ins, **a: write(case, "ConvTranspose", ins, a)
+    ct("convt2d_stride2_bias", [("x", rand(2, 3, 4, 4)), ("w", rand(3, 2, 3, 3)), ("b", rand(2))], strides=[2, 2])
+    ct("convt2d_pads_output_padding", [("x", rand(1, 2, 4, 5)), ("w", rand(2, 3, 3, 3))], strides=[2, 2],
+       pads=[1, 0, 1, 1], output_padding=[1, 0])
+    ct("convt2d_groups_dilation", [("x", rand(2, 4, 3, 3)), ("w", rand(4, 2, 2, 3)), ("b", rand(4))], group=2,
+       strides=[1, 2], dilations=[2, 1])
+    ct("convt1d_stride3_pads", [("x", rand(2, 3, 5)), ("w", rand(3, 2, 4))], strides=[3], pads=[1, 2])
+    ct("convt2d_same_upper", [("x", rand(1, 2, 3, 3)), ("w", rand(2, 2, 3, 3))], strides=[2, 2],
+       auto_pad="SAME_UPPER")
+    # LpPool (p = 1, 2, 3) and GlobalLpPool.
+    lp = lambda case, x, **a: write(case, "LpPool", [("x", x)], a)
+    lp("lppool2d_p2_pad", signed(2, 2, 6, 6), kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    lp("lppool2d_p1", signed(1, 2, 5, 5), kernel_shape=[2, 2], p=1)
+    lp("lppool1d_p3", signed(2, 3, 9), kernel_shape=[3], strides=[2], p=3)
+    write("global_lppool_p2", "GlobalLpPool", [("x", signed(2, 3, 4, 5))], {})
+    write("global_lppool_p3", "GlobalLpPool", [("x", signed(2, 3, 6))], dict(p=3))
+    # LRN (odd and even windows) and MeanVarianceNormalization.
+    write("lrn_size3", "LRN", [("x", rand(2, 5, 3, 3))], dict(size=3, alpha=0.5, beta=0.75, bias=1.0))
+    write("lrn_size4_3d", "LRN", [("x", rand(2, 6, 4))], dict(size=4, alpha=0.8, beta=0.6, bias=2.0))
+    write("mvn_default_axes", "MeanVarianceNormalization", [("x", rand(2, 3, 3, 4))], {})
+    write("mvn_axes_1", "MeanVarianceNormalization", [("x", rand(3, 5, 2))], dict(axes=[1]))
+    # Resize: up and down, nearest/linear/cubic, coordinate modes.
+    resize("resize_nearest_up2", rand(1, 2, 3, 4), "nearest", scales=[1, 1, 2, 2])
+    resize("resize_nearest_down_floor", rand(2, 2, 6, 5), "nearest", scales=[1, 1, 0.5, 0.6],
+           coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    resize("resize_nearest_sizes_ceil", rand(1, 1, 4, 5), "nearest", sizes=[1, 1, 7, 3],
+           coordinate_transformation_mode="align_corners", nearest_mode="round_prefer_ceil")
+    resize("resize_linear_up_half_pixel", rand(1, 2, 3, 4), "linear", scales=[1, 1, 2, 1.5])
+    resize("resize_linear_down_half_pixel", rand(1, 2, 8, 7), "linear", scales=[1, 1, 0.5, 0.6])
+    resize("resize_linear_align_corners", rand(2, 1, 4, 3), "linear", sizes=[2, 1, 7, 5],
+           coordinate_transformation_mode="align_corners")
+    resize("resize_linear_asymmetric_down", rand(1, 2, 7, 6), "linear", scales=[1, 1, 0.5, 0.75],
+           coordinate_transformation_mode="asymmetric")
+    resize("resize_linear_pytorch_3d", rand(2, 3, 5), "linear", sizes=[2, 3, 8],
+           coordinate_transformation_mode="pytorch_half_pixel")
+    resize("resize_cubic_up", rand(1, 1, 4, 4), "cubic", scales=[1, 1, 2, 1.5])
+    resize("resize_cubic_down_exclude", rand(1, 1, 8, 6), "cubic", scales=[1, 1, 0.5, 0.7], exclude_outside=1)
+    resize("resize_tf_crop_and_resize", rand(1, 1, 5, 5), "linear", sizes=[1, 1, 4, 6],
+           roi=[0, 0, 0.1, -0.2, 1, 1, 0.8, 1.3], coordinate_transformation_mode="tf_crop_and_resize",
+           extrapolation_value=0.5)
+    write("upsample_nearest_opset9", "Upsample", [("x", rand(1, 2, 3, 2)), ("scales", np.array([1, 1, 2, 3], np.float32))],
+          dict(mode="nearest"), consts=[("scales", np.array([1, 1, 2, 3], np.float32))], opset=9)
+    write("upsample_linear_opset9", "Upsample", [("x", rand(1, 2, 3, 4)), ("scales", np.array([1, 1, 2, 1.5], np.float32))],
+          dict(mode="linear"), consts=[("scales", np.array([1, 1, 2, 1.5], np.float32))], opset=9)
 
 
 if __name__ == "__main__":
