@@ -61,6 +61,7 @@ typedef struct {
 } Tensor;
 
 int64_t tensor_nelem(const Tensor *t);
+Tensor *tensor_new(Arena *a, DType dt, int rank, const int64_t *dims);   /* zeroed data */
 double tensor_get_f(const Tensor *t, int64_t i);     /* element as double */
 int64_t tensor_get_i(const Tensor *t, int64_t i);    /* element as integer */
 

@@ -159,6 +159,16 @@ int64_t shape_nelem(int rank, const int64_t *dims) {
 
 int64_t tensor_nelem(const Tensor *t) { return shape_nelem(t->rank, t->dims); }
 
+Tensor *tensor_new(Arena *a, DType dt, int rank, const int64_t *dims) {
+  Tensor *t = arena_alloc(a, sizeof *t);
+  t->dt = dt;
+  t->rank = rank;
+  for (int i = 0; i < rank; i++) t->dims[i] = dims[i];
+  size_t bytes = (size_t)shape_nelem(rank, dims) * dt_size(dt);
+  t->data = arena_alloc(a, bytes ? bytes : 1);
+  return t;
+}
+
 double tensor_get_f(const Tensor *t, int64_t i) {
   switch (t->dt) {
   case DT_F32: return ((const float *)t->data)[i];

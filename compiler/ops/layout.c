@@ -8,13 +8,7 @@
 #include <string.h>
 
 Tensor *layout_new_tensor(Graph *g, DType dt, int rank, const int64_t *dims) {
-  Tensor *t = arena_alloc(g->arena, sizeof *t);
-  t->dt = dt;
-  t->rank = rank;
-  for (int i = 0; i < rank; i++) t->dims[i] = dims[i];
-  size_t bytes = (size_t)shape_nelem(rank, dims) * dt_size(dt);
-  t->data = arena_alloc(g->arena, bytes ? bytes : 1);
-  return t;
+  return tensor_new(g->arena, dt, rank, dims);
 }
 
 int layout_resolve_const(Graph *g, int node, Tensor *t) {

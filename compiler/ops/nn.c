@@ -54,28 +54,14 @@ static void set_out(Graph *g, int node, int j, DType dt, int rank, const int64_t
   value_set(&g->vals[g->nodes[node].out[j]], dt, rank, dims);
 }
 
-/* A value only this node's kernels use (im2col buffer, statistics): exec
- * allocates it because its producer is live. */
-static int new_temp(Graph *g, int node, const char *what, DType dt, int rank, const int64_t *dims) {
-  char name[256];
-  snprintf(name, sizeof name, "%s/%s", g->nodes[node].name, what);
-  int v = graph_add_value(g, name);
-  value_set(&g->vals[v], dt, rank, dims);
-  g->vals[v].kind = V_ACT;
-  g->vals[v].producer = node;
-  return v;
-}
+/* A value only this node's kernels use (im2col buffer, statistics). */
+#define new_temp value_scratch
 
 /* A compile-time table (Resize taps, pooling divisors). */
 static int new_table(Graph *g, int node, const char *what, DType dt, int rank, const int64_t *dims,
                      void **data) {
   int v = new_temp(g, node, what, dt, rank, dims);
-  Tensor *t = arena_alloc(g->arena, sizeof *t);
-  t->dt = dt;
-  t->rank = rank;
-  for (int i = 0; i < rank; i++) t->dims[i] = dims[i];
-  size_t bytes = (size_t)shape_nelem(rank, dims) * dt_size(dt);
-  t->data = arena_alloc(g->arena, bytes ? bytes : 1);
+  Tensor *t = tensor_new(g->arena, dt, rank, dims);
   g->vals[v].kind = V_CONST;
   g->vals[v].producer = -1;
   g->vals[v].data = t;
