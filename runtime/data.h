@@ -16,6 +16,14 @@
  *                           the first dimension indexes examples
  *   pb:DIR                  DIR/<k>/input_0.pb and DIR/<k>/target_0.pb for k = 0, 1, ...
  *                           (ONNX TensorProto files; every example the same shapes)
+ *
+ * idx, npy and pb specs may end in `:classes=N`, declaring the number of
+ * classes: integer targets must then lie in [0, N) (or be -100, ignored).
+ * Without it, integer targets must be -100 or in [0, 2^31), and the class
+ * count is the largest label + 1. Floating-point arrays (npy, pb) load as
+ * float32 and integer ones as int64; text tokens are int64 (bytes 0..255,
+ * MASK = 257), and text's class count is 256. Everything is held in
+ * memory, at most data_max_bytes() bytes (8 GiB unless changed).
  */
 #ifndef MATC_DATA_H
 #define MATC_DATA_H
@@ -43,6 +51,16 @@ DataShape data_target_shape(const Dataset *d);
 /* Largest class label + 1 for classification targets, or 0. */
 int64_t data_num_classes(const Dataset *d);
 
+/* Copies example i (0 <= i < data_count) into input and target (either
+ * may be NULL); text MLM examples are masked as by seed 0. Returns 0, or
+ * -1 when i is out of range. */
+int data_example(const Dataset *d, int64_t i, void *input, void *target);
+
+/* The cap on a data set's bytes in memory (default 8 GiB); files that
+ * declare more are refused with an error before anything is allocated. */
+uint64_t data_max_bytes(void);
+void data_set_max_bytes(uint64_t bytes);
+
 /* Splits off the last `eval_fraction` of a seeded permutation as the
  * evaluation set; the rest is the training set. */
 typedef struct {
@@ -62,5 +80,8 @@ void sampler_free(Sampler *s);
 void sampler_next(Sampler *s, int64_t batch, void *inputs, void *targets);
 /* Evaluation batch k (of ceil(neval / batch)); returns its size. */
 int64_t sampler_eval_batch(Sampler *s, int64_t k, int64_t batch, void *inputs, void *targets);
+/* Moves to position `pos` of epoch `epoch` (resuming from a checkpoint):
+ * the batches that follow are those an uninterrupted run would draw. */
+void sampler_seek(Sampler *s, int64_t epoch, int64_t pos);
 
 #endif
