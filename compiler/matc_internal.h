@@ -445,6 +445,7 @@ typedef struct {
   double momentum, weight_decay, beta1, beta2, eps, clip_norm;
   int nesterov;
   int64_t ignore_index;           /* cross-entropy targets to skip */
+  const char *freeze;             /* comma-separated initializers not to train */
   DType target_dt;
   int target_rank;                /* of one example */
   int64_t target_dims[MATC_MAX_RANK];

@@ -100,9 +100,21 @@ static int attach_loss(AD *ad, const TrainConfig *cfg, TrainStep *ts) {
   return ad->status;
 }
 
-/* Which initializers train: float ones a gradient reaches, except the
- * running statistics of BatchNormalization (inputs 3 and 4). */
-static int collect_params(Graph *g, int *params) {
+static int frozen(const char *list, const char *name) {
+  size_t n = strlen(name);
+  for (const char *p = list; p && *p;) {
+    const char *e = strchr(p, ',');
+    size_t len = e ? (size_t)(e - p) : strlen(p);
+    if (len == n && strncmp(p, name, n) == 0) return 1;
+    p = e ? e + 1 : NULL;
+  }
+  return 0;
+}
+
+/* Which initializers train: float ones that are used, except the running
+ * statistics of BatchNormalization (inputs 3 and 4) and those the user
+ * froze (buffers an exporter stored as initializers, such as masks). */
+static int collect_params(Graph *g, const char *freeze, int *params) {
   char *stat = calloc(g->nvals, 1), *used = calloc(g->nvals, 1);
   for (int i = 0; i < g->nnodes; i++) {
     Node *n = &g->nodes[i];
@@ -116,7 +128,8 @@ static int collect_params(Graph *g, int *params) {
   int np = 0;
   for (int v = 0; v < g->nvals; v++) {
     Value *x = &g->vals[v];
-    if (x->kind == V_PARAM && dt_is_float(x->dt) && used[v] && !stat[v]) params[np++] = v;
+    if (x->kind == V_PARAM && dt_is_float(x->dt) && used[v] && !stat[v] && !frozen(freeze, x->name))
+      params[np++] = v;
   }
   free(stat);
   free(used);
@@ -133,7 +146,7 @@ int build_train_step(Graph *g, const TrainConfig *cfg, TrainStep *ts) {
   DType dt = g->vals[ts->loss].dt;
   ts->params = calloc(g->nvals + 1, sizeof(int));
   ts->grads = calloc(g->nvals + 1, sizeof(int));
-  ts->nparams = collect_params(g, ts->params);
+  ts->nparams = collect_params(g, cfg->freeze, ts->params);
   if (ts->nparams == 0) return fail(g, -1, -1, "the model has no trainable parameter (no float initializer)");
   int seed = ad_const(&ad, dt, 1.0);
   rc = autodiff(g, 1, &ts->loss, &seed, ts->nparams, ts->params, ts->grads);

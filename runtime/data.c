@@ -397,7 +397,12 @@ static int cmp_i64(const void *a, const void *b) {
 /* The order of epoch e: the training set, sorted, shuffled by (seed, e). */
 static void epoch_order(Sampler *s) {
   qsort(s->order, (size_t)s->ntrain, sizeof *s->order, cmp_i64);
-  shuffle(s->order, s->ntrain, mix(s->seed, SALT_EPOCH, (uint64_t)s->epoch, 0));
+  if (!s->sequential) shuffle(s->order, s->ntrain, mix(s->seed, SALT_EPOCH, (uint64_t)s->epoch, 0));
+}
+
+void sampler_sequential(Sampler *s) {
+  s->sequential = 1;
+  epoch_order(s);
 }
 
 int sampler_init(Sampler *s, Dataset *d, uint64_t seed, double eval_fraction) {

@@ -70,6 +70,7 @@ typedef struct {
   int64_t ntrain, neval;
   int64_t *eval_idx;
   int64_t epoch, pos;       /* position in the current epoch (for checkpoints) */
+  int sequential;           /* no shuffling: examples in file order */
 } Sampler;
 
 int sampler_init(Sampler *s, Dataset *d, uint64_t seed, double eval_fraction);
@@ -83,5 +84,8 @@ int64_t sampler_eval_batch(Sampler *s, int64_t k, int64_t batch, void *inputs, v
 /* Moves to position `pos` of epoch `epoch` (resuming from a checkpoint):
  * the batches that follow are those an uninterrupted run would draw. */
 void sampler_seek(Sampler *s, int64_t epoch, int64_t pos);
+/* Draws training examples in file order from now on (for reproducing a
+ * reference run exactly). */
+void sampler_sequential(Sampler *s);
 
 #endif

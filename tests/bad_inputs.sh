@@ -53,5 +53,11 @@ expect grad-unknown-name 1 "grad_0.pb" "'nope'" "not an initializer" -- gradchec
 expect grad-wrong-shape 1 "grad_0.pb" "shape does not match" "'w'" -- gradcheck "$data/good.onnx" --data "$data/bad_grad_shape"
 expect grad-good 0 "grad 'w'" "ok" -- gradcheck "$data/good.onnx" --data "$data/grad_data"
 
+models=$data/../../../models
+trainref=$data/../../train/mlp/data
+expect train-missing-data 1 "/nonexistent" "missing" -- train "$models/mlp/model.onnx" --data idx:/nonexistent --steps 2
+expect train-wrong-data 1 "input 'input'" "float32" "int64" -- train "$models/mlp/model.onnx" --data "text:$data/../../layout:causal:16" --steps 2
+expect train-nan-loss 1 "step" "the loss is" -- train "$models/mlp/model.onnx" --data "pb:$trainref" --steps 20 --batch 4 --lr 1e12 --momentum 0.9 --eval-fraction 0
+
 echo "$passes passed, $failures failed"
 [ $failures -eq 0 ]

@@ -4,7 +4,7 @@ tools/make_train_refs.py): same initial weights, data in order, same
 optimizer and hyper-parameters. Every step's loss must agree to 1e-3
 relative. Standard library only.
 
-usage: tests/train_match.py MATC MODEL.onnx REFDIR sgd|adamw
+usage: tests/train_match.py MATC MODEL.onnx REFDIR sgd|adamw [EXTRA MATC OPTIONS...]
 """
 import json
 import os
@@ -13,6 +13,7 @@ import sys
 import tempfile
 
 matc, model, refdir, opt = sys.argv[1:5]
+extra = sys.argv[5:]
 ref = json.load(open(os.path.join(refdir, "reference.json")))
 hyper = ref["hyper"][opt]
 with tempfile.TemporaryDirectory() as d:
@@ -20,6 +21,7 @@ with tempfile.TemporaryDirectory() as d:
     cmd = [matc, "train", model, "--data", "pb:" + os.path.join(refdir, "data"), "--batch", str(ref["batch"]),
            "--steps", str(ref["steps"]), "--optimizer", opt, "--lr", str(hyper["lr"]), "--no-shuffle",
            "--eval-fraction", "0", "--log", log]
+    cmd += extra
     if opt == "sgd":
         cmd += ["--momentum", str(hyper["momentum"])]
     else:

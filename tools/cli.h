@@ -15,8 +15,8 @@ typedef struct {
   /* train */
   int64_t steps, warmup, eval_every, seed;
   double lr, momentum, weight_decay, clip, eval_fraction;
-  int nesterov;
-  const char *optimizer, *schedule, *log;
+  int nesterov, no_shuffle;
+  const char *optimizer, *schedule, *log, *freeze;
 } Options;
 
 extern const Pass front_passes[];

@@ -30,7 +30,8 @@ static const char *usage_text =
     "      [--lr X] [--momentum M] [--nesterov] SPEC: idx:DIR[:train|test],\n"
     "      [--weight-decay W] [--clip C]        text:PATH:mlm|causal:SEQ, npy:IN.npy,TGT.npy,\n"
     "      [--warmup N] [--schedule constant|cosine|linear] [--eval-every N]\n"
-    "      [--eval-fraction F] [--seed S] [--log FILE.jsonl]\n"
+    "      [--eval-fraction F] [--seed S] [--log FILE.jsonl] [--no-shuffle]\n"
+    "      [--freeze NAME,NAME...]              initializers that are buffers, not parameters\n"
     "\n"
     "common options:\n"
     "  --dump-after=PASS   print the IR after PASS (infer-shapes, eliminate-dead,\n"
@@ -79,6 +80,8 @@ static int parse_args(int argc, char **argv, Options *o) {
     else if (strcmp(a, "--eval-fraction") == 0) { NEEDARG(); o->eval_fraction = atof(next); }
     else if (strcmp(a, "--seed") == 0) { NEEDARG(); o->seed = atoll(next); }
     else if (strcmp(a, "--log") == 0) { NEEDARG(); o->log = next; }
+    else if (strcmp(a, "--no-shuffle") == 0) o->no_shuffle = 1;
+    else if (strcmp(a, "--freeze") == 0) { NEEDARG(); o->freeze = next; }
     else if (strcmp(a, "--fd") == 0) o->fd = 1;
     else if (strcmp(a, "--allow-random") == 0) o->allow_random = 1;
     else if (strcmp(a, "--f64") == 0) o->f64 = 1;
@@ -386,6 +389,7 @@ int main(int argc, char **argv) {
   if (strcmp(o.cmd, "run") == 0) return cmd_run(&o);
   if (strcmp(o.cmd, "inspect") == 0) return cmd_inspect(&o);
   if (strcmp(o.cmd, "gradcheck") == 0) return cmd_gradcheck(&o);
+  if (strcmp(o.cmd, "train") == 0) return cmd_train(&o);
   fprintf(stderr, "matc: unknown command '%s'\n\n", o.cmd);
   return usage(NULL);
 }

@@ -118,7 +118,9 @@ int cmd_train(Options *o) {
     data_close(ds);
     return 1;
   }
+  if (o->no_shuffle) sampler_sequential(&sm);
   Compiled tr, ev;
+  memset(&tr, 0, sizeof tr);
   memset(&ev, 0, sizeof ev);
   int status = 1;
   TrainStep ts;
@@ -135,6 +137,7 @@ int cmd_train(Options *o) {
   cfg.eps = 1e-8;
   cfg.clip_norm = o->clip;
   cfg.ignore_index = -100;
+  cfg.freeze = o->freeze;
   cfg.target_dt = (DType)tg.dtype;
   cfg.target_rank = tg.rank;
   memcpy(cfg.target_dims, tg.dims, sizeof cfg.target_dims);
