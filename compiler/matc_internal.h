@@ -446,6 +446,7 @@ typedef struct {
   int nesterov;
   int64_t ignore_index;           /* cross-entropy targets to skip */
   const char *freeze;             /* comma-separated initializers not to train */
+  int bn_frozen;                  /* BatchNormalization keeps its stored statistics */
   DType target_dt;
   int target_rank;                /* of one example */
   int64_t target_dims[MATC_MAX_RANK];

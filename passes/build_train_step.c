@@ -136,8 +136,57 @@ static int collect_params(Graph *g, const char *freeze, int *params) {
   return np;
 }
 
+/* Training uses batch statistics in BatchNormalization (as PyTorch's
+ * train mode does): each inference-mode BN becomes a training-mode one
+ * whose running mean and variance outputs are assigned back to the stored
+ * statistics at the end of the step. */
+static int bn_batch_stats(Graph *g, int *dst, int *src, int *na) {
+  int nn = g->nnodes;
+  for (int i = 0; i < nn; i++) {
+    Node *n = &g->nodes[i];
+    if (n->dead || n->op != OP_BatchNormalization || n->nin < 5) continue;
+    if (NODE_OPSET(g, n) >= 14 && attr_i(n, "training_mode", 0)) continue;
+    if (n->in[3] < 0 || n->in[4] < 0 || g->vals[n->in[3]].kind != V_PARAM || g->vals[n->in[4]].kind != V_PARAM)
+      continue;
+    int *out = arena_alloc(g->arena, sizeof(int) * 3);
+    out[0] = n->out[0];
+    for (int j = 1; j < 3; j++) {
+      char name[512];
+      snprintf(name, sizeof name, "%s/running_%s", n->name, j == 1 ? "mean" : "var");
+      out[j] = graph_add_value(g, name);
+      g->vals[out[j]].producer = i;
+    }
+    n = &g->nodes[i];
+    n->out = out;
+    n->nout = 3;
+    Attr *at = arena_alloc(g->arena, sizeof(Attr) * (n->nattr + 1));
+    int k = 0;
+    for (int a = 0; a < n->nattr; a++)
+      if (strcmp(n->attr[a].name, "training_mode") && strcmp(n->attr[a].name, "spatial") &&
+          strcmp(n->attr[a].name, "is_test") && strcmp(n->attr[a].name, "consumed_inputs"))
+        at[k++] = n->attr[a];
+    at[k++] = ad_attr_i("training_mode", 1);
+    n->attr = at;
+    n->nattr = k;
+    n->opset = 15;
+    int rc = op_table[OP_BatchNormalization].infer(g, i);
+    if (rc) return rc;
+    n = &g->nodes[i];
+    dst[*na] = n->in[3], src[(*na)++] = n->out[1];
+    dst[*na] = n->in[4], src[(*na)++] = n->out[2];
+  }
+  return MATC_OK;
+}
+
 int build_train_step(Graph *g, const TrainConfig *cfg, TrainStep *ts) {
   memset(ts, 0, sizeof *ts);
+  int *bn_dst = arena_alloc(g->arena, sizeof(int) * (2 * g->nnodes + 1));
+  int *bn_src = arena_alloc(g->arena, sizeof(int) * (2 * g->nnodes + 1));
+  int nbn = 0;
+  if (!cfg->bn_frozen) {
+    int rc = bn_batch_stats(g, bn_dst, bn_src, &nbn);
+    if (rc) return rc;
+  }
   ts->logits = g->outputs[0];
   ts->target = -1;
   AD ad = {g, NULL, -1, MATC_OK};
@@ -171,8 +220,9 @@ int build_train_step(Graph *g, const TrainConfig *cfg, TrainStep *ts) {
   ts->bc1 = scalar_input(g, "matc.bias_correction1", dt, 1);
   ts->bc2 = scalar_input(g, "matc.bias_correction2", dt, 1);
   /* New values first, Assigns after all of them. */
-  int *dst = calloc(3 * ts->nparams + 1, sizeof(int)), *src = calloc(3 * ts->nparams + 1, sizeof(int));
+  int *dst = calloc(3 * ts->nparams + nbn + 1, sizeof(int)), *src = calloc(3 * ts->nparams + nbn + 1, sizeof(int));
   int na = 0;
+  for (int i = 0; i < nbn; i++) dst[na] = bn_dst[i], src[na++] = bn_src[i];
   for (int i = 0; i < ts->nparams && !ad.status; i++) {
     int p = ts->params[i], gr = ts->grads[i];
     Value pv = g->vals[p];

@@ -15,7 +15,7 @@ typedef struct {
   /* train */
   int64_t steps, warmup, eval_every, seed;
   double lr, momentum, weight_decay, clip, eval_fraction;
-  int nesterov, no_shuffle;
+  int nesterov, no_shuffle, freeze_bn;
   const char *optimizer, *schedule, *log, *freeze;
 } Options;
 

@@ -3,7 +3,8 @@
 a small data folder (pb:DIR layout: DIR/<k>/input_0.pb, DIR/<k>/target_0.pb)
 and the losses of the first 20 steps of PyTorch training on it, in order
 (no shuffling), with SGD-momentum and with AdamW, from the same initial
-weights as models/<name>/model.onnx. Loss: cross-entropy over the last
+weights as models/<name>/model.onnx, in train mode (BatchNormalization on
+batch statistics). Loss: cross-entropy over the last
 axis of the output, targets -100 ignored (masked-LM positions), mean.
 AdamW decays only parameters of rank >= 2, as matc does.
 
@@ -46,7 +47,9 @@ def make_data(name, model, x0, n):
 
 def losses(name, opt_name, x, t):
     model, _ = export_models.build(name)
-    model.train(False)
+    # BatchNormalization uses batch statistics while training (matc does
+    # the same unless --freeze-bn); nothing else here depends on the mode.
+    model.train(True)
     params = [p for p in model.parameters() if p.requires_grad]
     if opt_name == "sgd":
         opt = torch.optim.SGD(params, **HYPER["sgd"])

@@ -32,6 +32,7 @@ static const char *usage_text =
     "      [--warmup N] [--schedule constant|cosine|linear] [--eval-every N]\n"
     "      [--eval-fraction F] [--seed S] [--log FILE.jsonl] [--no-shuffle]\n"
     "      [--freeze NAME,NAME...]              initializers that are buffers, not parameters\n"
+    "      [--freeze-bn]                        BatchNormalization keeps its stored statistics\n"
     "\n"
     "common options:\n"
     "  --dump-after=PASS   print the IR after PASS (infer-shapes, eliminate-dead,\n"
@@ -81,6 +82,7 @@ static int parse_args(int argc, char **argv, Options *o) {
     else if (strcmp(a, "--seed") == 0) { NEEDARG(); o->seed = atoll(next); }
     else if (strcmp(a, "--log") == 0) { NEEDARG(); o->log = next; }
     else if (strcmp(a, "--no-shuffle") == 0) o->no_shuffle = 1;
+    else if (strcmp(a, "--freeze-bn") == 0) o->freeze_bn = 1;
     else if (strcmp(a, "--freeze") == 0) { NEEDARG(); o->freeze = next; }
     else if (strcmp(a, "--fd") == 0) o->fd = 1;
     else if (strcmp(a, "--allow-random") == 0) o->allow_random = 1;

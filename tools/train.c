@@ -138,6 +138,7 @@ int cmd_train(Options *o) {
   cfg.clip_norm = o->clip;
   cfg.ignore_index = -100;
   cfg.freeze = o->freeze;
+  cfg.bn_frozen = o->freeze_bn;
   cfg.target_dt = (DType)tg.dtype;
   cfg.target_rank = tg.rank;
   memcpy(cfg.target_dims, tg.dims, sizeof cfg.target_dims);
