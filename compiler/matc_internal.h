@@ -456,6 +456,8 @@ typedef struct {
   int lr, bc1, bc2;               /* scalar inputs the runtime sets each step */
   int nparams;
   int *params, *grads;            /* trained initializers and their gradients */
+  int nstate;
+  int *state;                     /* optimizer state (V_PARAM, "<param>.momentum", ".adam_m", ".adam_v") */
   int64_t nparam_elems, nstate_elems;
 } TrainStep;
 int build_train_step(Graph *g, const TrainConfig *cfg, TrainStep *ts);

@@ -48,6 +48,12 @@ static int state_like(Graph *g, int p, const char *what) {
   return id;
 }
 
+static int state_of(Graph *g, TrainStep *ts, int p, const char *what) {
+  int id = state_like(g, p, what);
+  ts->state[ts->nstate++] = id;
+  return id;
+}
+
 static int attach_loss(AD *ad, const TrainConfig *cfg, TrainStep *ts) {
   Graph *g = ad->g;
   Value y = g->vals[ts->logits];
@@ -195,6 +201,10 @@ int build_train_step(Graph *g, const TrainConfig *cfg, TrainStep *ts) {
   DType dt = g->vals[ts->loss].dt;
   ts->params = calloc(g->nvals + 1, sizeof(int));
   ts->grads = calloc(g->nvals + 1, sizeof(int));
+  ts->state = calloc(2 * (size_t)g->nvals + 1, sizeof(int));
+  /* BatchNormalization's running statistics change every step: they are
+   * state a checkpoint must keep. */
+  for (int i = 0; i < nbn; i++) ts->state[ts->nstate++] = bn_dst[i];
   ts->nparams = collect_params(g, cfg->freeze, ts->params);
   if (ts->nparams == 0) return fail(g, -1, -1, "the model has no trainable parameter (no float initializer)");
   int seed = ad_const(&ad, dt, 1.0);
@@ -234,7 +244,7 @@ int build_train_step(Graph *g, const TrainConfig *cfg, TrainStep *ts) {
       if (wd) gr = ad_add(&ad, gr, ad_scale(&ad, p, wd));
       int step = gr;
       if (cfg->momentum) {
-        int v = state_like(g, p, "momentum");
+        int v = state_of(g, ts, p, "momentum");
         int v2 = ad_add(&ad, ad_scale(&ad, v, cfg->momentum), gr);
         dst[na] = v, src[na++] = v2;
         step = cfg->nesterov ? ad_add(&ad, gr, ad_scale(&ad, v2, cfg->momentum)) : v2;
@@ -244,7 +254,7 @@ int build_train_step(Graph *g, const TrainConfig *cfg, TrainStep *ts) {
     } else {
       /* AdamW: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
        * p -= lr (m / bc1 / (sqrt(v / bc2) + eps) + wd p) */
-      int m = state_like(g, p, "adam_m"), v = state_like(g, p, "adam_v");
+      int m = state_of(g, ts, p, "adam_m"), v = state_of(g, ts, p, "adam_v");
       int m2 = ad_add(&ad, ad_scale(&ad, m, cfg->beta1), ad_scale(&ad, gr, 1 - cfg->beta1));
       int v2 = ad_add(&ad, ad_scale(&ad, v, cfg->beta2), ad_scale(&ad, ad_mul(&ad, gr, gr), 1 - cfg->beta2));
       int den = ad_add(&ad, ad_unary(&ad, "Sqrt", ad_div(&ad, v2, ts->bc2)), ad_const(&ad, dt, cfg->eps));

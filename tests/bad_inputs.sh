@@ -59,5 +59,31 @@ expect train-missing-data 1 "/nonexistent" "missing" -- train "$models/mlp/model
 expect train-wrong-data 1 "input 'input'" "float32" "int64" -- train "$models/mlp/model.onnx" --data "text:$data/../../layout:causal:16" --steps 2
 expect train-nan-loss 1 "step" "the loss is" -- train "$models/mlp/model.onnx" --data "pb:$trainref" --steps 20 --batch 4 --lr 1e12 --momentum 0.9 --eval-fraction 0
 
+# Checkpoints (--resume): missing, truncated, damaged, another model's, another optimizer's.
+mlp="$models/mlp/model.onnx"
+mlpdata="--data pb:$trainref --batch 4 --eval-fraction 0"
+"$matc" train "$mlp" $mlpdata --steps 2 --momentum 0.9 --checkpoint "$tmp/ck" > /dev/null 2>&1
+mkdir -p "$tmp/ck_trunc" "$tmp/ck_flip"
+head -c 100000 "$tmp/ck/checkpoint.matc" > "$tmp/ck_trunc/checkpoint.matc"
+head -c 40 "$tmp/ck/checkpoint.matc" > "$tmp/ck_short"
+cp "$tmp/ck/checkpoint.matc" "$tmp/ck_flip/checkpoint.matc"
+printf 'X' | dd of="$tmp/ck_flip/checkpoint.matc" bs=1 seek=5000 conv=notrunc 2>/dev/null
+# A tiny other model trained on NPY zeros written here (MSE on good.onnx).
+npy() { printf '\223NUMPY\001\000\166\000'; printf "%-117s\n" "{'descr': '<f4', 'fortran_order': False, 'shape': ($1, $2), }"; head -c $(($1*$2*4)) /dev/zero; }
+npy 2 4 > "$tmp/x.npy"; npy 2 3 > "$tmp/y.npy"
+"$matc" train "$data/good.onnx" --data "npy:$tmp/x.npy,$tmp/y.npy" --batch 2 --eval-fraction 0 --steps 2 --checkpoint "$tmp/ck_other" > /dev/null 2>&1
+expect resume-missing-dir 1 "$tmp/no_such_ckpt" "no such checkpoint directory" -- train "$mlp" $mlpdata --resume "$tmp/no_such_ckpt"
+expect resume-empty-dir 1 "no checkpoint" "checkpoint.matc" -- train "$mlp" $mlpdata --resume "$data"
+expect resume-truncated 1 "ck_trunc/checkpoint.matc" "truncated" -- train "$mlp" $mlpdata --resume "$tmp/ck_trunc"
+expect resume-short 1 "ck_short" "truncated" -- train "$mlp" $mlpdata --resume "$tmp/ck_short"
+expect resume-damaged 1 "ck_flip/checkpoint.matc" "checksum" -- train "$mlp" $mlpdata --resume "$tmp/ck_flip"
+expect resume-not-a-checkpoint 1 "not a matc checkpoint" -- train "$mlp" $mlpdata --resume "$data/good.onnx"
+expect resume-other-model 1 "written for model" "good.onnx" "not for" "models/mlp/model.onnx" -- train "$mlp" $mlpdata --resume "$tmp/ck_other"
+expect resume-other-optimizer 1 "checkpoint.matc" "momentum" "--optimizer sgd" -- train "$mlp" $mlpdata --optimizer adamw --resume "$tmp/ck"
+expect resume-other-data 1 "80 training examples" "gives 60" -- train "$mlp" --data "pb:$trainref" --batch 4 --eval-fraction 0.25 --momentum 0.9 --resume "$tmp/ck"
+expect resume-good 0 "resuming from" "at step 2" -- train "$mlp" $mlpdata --steps 3 --momentum 0.9 --resume "$tmp/ck"
+expect checkpoint-not-a-dir 1 "--checkpoint" "good.onnx" -- train "$mlp" $mlpdata --steps 1 --checkpoint "$data/good.onnx"
+expect out-unwritable 1 "--out" "/nonexistent_dir/t.onnx" -- train "$mlp" $mlpdata --steps 1 --out /nonexistent_dir/t.onnx
+
 echo "$passes passed, $failures failed"
 [ $failures -eq 0 ]

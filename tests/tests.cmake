@@ -114,6 +114,11 @@ foreach(d ${foreign_models})
   endif()
 endforeach()
 
+# Checkpoints: N + N resumed steps == 2N steps bit for bit, SIGINT, SIGKILL,
+# --out TRAINED.onnx.
+matc_test(train/checkpoint sh ${MATC_SRC}/tests/checkpoint.sh $<TARGET_FILE:matc> ${MATC_SRC})
+set_tests_properties(train/checkpoint PROPERTIES LABELS train)
+
 # Training: the first 20 steps of matc against PyTorch's (tests/train,
 # made by tools/make_train_refs.py), SGD-momentum and AdamW, loss per step
 # within 1e-3 relative. switch-mini's AdamW run is left out: its top-1

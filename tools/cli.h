@@ -15,8 +15,10 @@ typedef struct {
   /* train */
   int64_t steps, warmup, eval_every, seed;
   double lr, momentum, weight_decay, clip, eval_fraction;
-  int nesterov, no_shuffle, freeze_bn;
+  int nesterov, no_shuffle, freeze_bn, seed_set;
   const char *optimizer, *schedule, *log, *freeze;
+  const char *checkpoint, *resume, *out;   /* --checkpoint DIR, --resume DIR, --out TRAINED.onnx */
+  int64_t checkpoint_every;
 } Options;
 
 extern const Pass front_passes[];
@@ -27,6 +29,32 @@ int bind_data(Graph *g, const char *dir, Tensor *ins, const char **names, int ni
 int check_outputs(Graph *g, Exec *x, Tensor *outs, int nout, double rtol, double atol);
 int compare(const char *name, const Tensor *want, const void *got, DType dt, double rtol, double atol);
 double now_ms(void);
+
+/* Checkpoints and trained models (tools/checkpoint.c). */
+typedef struct {
+  char model[1024];               /* the model file it was written for */
+  char optimizer[32];
+  uint64_t fingerprint;           /* of the model's initializer names, types and shapes */
+  int ninit;
+  int64_t step, epoch, pos, seed, ntrain;
+} CkptMeta;
+typedef struct Ckpt Ckpt;
+uint64_t model_fingerprint(const Graph *g, int *ninit);   /* over its V_PARAM values */
+int ckpt_prepare_dir(const char *dir, char *err, size_t errlen);
+/* Writes vals (from x's storage) and m to DIR/checkpoint.matc atomically. */
+int ckpt_save(const char *dir, const CkptMeta *m, Exec *x, const int *vals, int nvals, char *err,
+              size_t errlen);
+/* Reads and checks DIR/checkpoint.matc (DIR may also name the file). */
+Ckpt *ckpt_read(const char *dir, char *err, size_t errlen);
+const CkptMeta *ckpt_meta(const Ckpt *c);
+const char *ckpt_file(const Ckpt *c);
+int ckpt_check_model(const Ckpt *c, const CkptMeta *want, char *err, size_t errlen);
+/* Copies the checkpoint's tensors into x's storage of vals: every one must be there. */
+int ckpt_restore(const Ckpt *c, Exec *x, const int *vals, int nvals, char *err, size_t errlen);
+void ckpt_free(Ckpt *c);
+/* The model file orig with the initializers in vals replaced by their values in x. */
+int write_trained_onnx(const char *orig, const char *out, Exec *x, const int *vals, int nvals, char *err,
+                       size_t errlen);
 
 int cmd_gradcheck(Options *o);
 int cmd_train(Options *o);

@@ -33,6 +33,7 @@ static const char *usage_text =
     "      [--eval-fraction F] [--seed S] [--log FILE.jsonl] [--no-shuffle]\n"
     "      [--freeze NAME,NAME...]              initializers that are buffers, not parameters\n"
     "      [--freeze-bn]                        BatchNormalization keeps its stored statistics\n"
+    "      [--checkpoint DIR] [--checkpoint-every N] [--resume DIR] [--out TRAINED.onnx]\n"
     "\n"
     "common options:\n"
     "  --dump-after=PASS   print the IR after PASS (infer-shapes, eliminate-dead,\n"
@@ -55,6 +56,7 @@ static int parse_args(int argc, char **argv, Options *o) {
   o->atol = 1e-7;
   o->repeat = 1;
   o->steps = 100;
+  o->checkpoint_every = 100;
   o->lr = 0.01;
   o->eval_fraction = 0.1;
   o->optimizer = "sgd";
@@ -79,7 +81,11 @@ static int parse_args(int argc, char **argv, Options *o) {
     else if (strcmp(a, "--schedule") == 0) { NEEDARG(); o->schedule = next; }
     else if (strcmp(a, "--eval-every") == 0) { NEEDARG(); o->eval_every = atoll(next); }
     else if (strcmp(a, "--eval-fraction") == 0) { NEEDARG(); o->eval_fraction = atof(next); }
-    else if (strcmp(a, "--seed") == 0) { NEEDARG(); o->seed = atoll(next); }
+    else if (strcmp(a, "--seed") == 0) { NEEDARG(); o->seed = atoll(next); o->seed_set = 1; }
+    else if (strcmp(a, "--checkpoint") == 0) { NEEDARG(); o->checkpoint = next; }
+    else if (strcmp(a, "--checkpoint-every") == 0) { NEEDARG(); o->checkpoint_every = atoll(next); }
+    else if (strcmp(a, "--resume") == 0) { NEEDARG(); o->resume = next; }
+    else if (strcmp(a, "--out") == 0) { NEEDARG(); o->out = next; }
     else if (strcmp(a, "--log") == 0) { NEEDARG(); o->log = next; }
     else if (strcmp(a, "--no-shuffle") == 0) o->no_shuffle = 1;
     else if (strcmp(a, "--freeze-bn") == 0) o->freeze_bn = 1;

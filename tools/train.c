@@ -8,7 +8,10 @@
 #include "../runtime/data.h"
 #include "../runtime/rt.h"
 
+#include <errno.h>
+#include <libgen.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -99,16 +102,63 @@ static void score(const float *logits, const int64_t *tgt, int64_t valid, int64_
   }
 }
 
+/* SIGINT/SIGTERM: finish the step, checkpoint, exit 128 + signal. A
+ * second signal while the first is being handled kills the run at once
+ * (the previous checkpoint stays valid: writes are atomic). */
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig) {
+  if (stop_signal) {
+    signal(sig, SIG_DFL);
+    raise(sig);
+    return;
+  }
+  stop_signal = sig;
+}
+
 int cmd_train(Options *o) {
-  char err[1024];
+  char err[4096];
   if (!o->data) {
     fprintf(stderr, "matc: train needs --data SPEC (see README: idx:DIR, text:PATH:mlm:SEQ, npy:..., pb:DIR)\n");
     return 2;
   }
+  if (o->checkpoint && o->checkpoint_every <= 0) {
+    fprintf(stderr, "matc: --checkpoint-every must be a positive number of steps\n");
+    return 2;
+  }
   if (o->batch <= 0) o->batch = 32;
+  if (o->out) {
+    /* Fail now, not after training, when --out cannot be written. */
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", o->out);
+    if (access(dirname(dir), W_OK) != 0) {
+      fprintf(stderr, "matc: --out %s: cannot write in directory %s: %s\n", o->out, dir, strerror(errno));
+      return 1;
+    }
+  }
+  /* The checkpoint first: a missing or damaged one fails before any work. */
+  Ckpt *ck = NULL;
+  if (o->resume) {
+    ck = ckpt_read(o->resume, err, sizeof err);
+    if (!ck) {
+      fprintf(stderr, "matc: %s\n", err);
+      return 1;
+    }
+    const CkptMeta *m = ckpt_meta(ck);
+    if (o->seed_set && o->seed != m->seed)
+      fprintf(stderr, "matc: --seed %lld ignored: resuming with the checkpoint's seed %lld\n", (long long)o->seed,
+              (long long)m->seed);
+    o->seed = m->seed;
+  }
+  if (o->checkpoint && ckpt_prepare_dir(o->checkpoint, err, sizeof err)) {
+    fprintf(stderr, "matc: %s\n", err);
+    ckpt_free(ck);
+    return 1;
+  }
   Dataset *ds = data_open(o->data, err, sizeof err);
   if (!ds) {
     fprintf(stderr, "matc: %s\n", err);
+    ckpt_free(ck);
     return 1;
   }
   DataShape in = data_input_shape(ds), tg = data_target_shape(ds);
@@ -116,6 +166,7 @@ int cmd_train(Options *o) {
   if (sampler_init(&sm, ds, (uint64_t)o->seed, o->eval_fraction)) {
     fprintf(stderr, "matc: %s: cannot split %lld examples for evaluation\n", o->data, (long long)data_count(ds));
     data_close(ds);
+    ckpt_free(ck);
     return 1;
   }
   if (o->no_shuffle) sampler_sequential(&sm);
@@ -125,7 +176,34 @@ int cmd_train(Options *o) {
   int status = 1;
   TrainStep ts;
   memset(&ts, 0, sizeof ts);
+  int *saved = NULL, nsaved = 0;
+  int64_t start = 0;
+  FILE *log = NULL;
+  struct sigaction sa, old_int, old_term;
+  int handlers = 0;
   if (load_model(o, &in, &tr)) goto done;
+  CkptMeta meta;
+  memset(&meta, 0, sizeof meta);
+  snprintf(meta.model, sizeof meta.model, "%s", o->model);
+  snprintf(meta.optimizer, sizeof meta.optimizer, "%s", o->optimizer);
+  meta.fingerprint = model_fingerprint(tr.g, &meta.ninit);
+  meta.seed = o->seed;
+  meta.ntrain = sm.ntrain;
+  if (ck && ckpt_check_model(ck, &meta, err, sizeof err)) {
+    fprintf(stderr, "matc: %s\n", err);
+    goto done;
+  }
+  if (ck) {
+    const CkptMeta *m = ckpt_meta(ck);
+    if (m->ntrain != sm.ntrain) {
+      fprintf(stderr, "matc: %s: the checkpoint was written with %lld training examples, but --data %s with "
+              "--eval-fraction %g gives %lld\n", ckpt_file(ck), (long long)m->ntrain, o->data, o->eval_fraction,
+              (long long)sm.ntrain);
+      goto done;
+    }
+    sampler_seek(&sm, m->epoch, m->pos);
+    start = m->step;
+  }
   TrainConfig cfg = {0};
   cfg.optimizer = strcmp(o->optimizer, "adamw") == 0 ? OPT_ADAMW : OPT_SGD;
   cfg.loss = LOSS_AUTO;
@@ -155,8 +233,23 @@ int cmd_train(Options *o) {
   }
   rc = exec_new(ev.g, &ev.x);
   if (rc) { status = report(ev.g, rc); goto done; }
+  /* What a checkpoint holds: the trained parameters and the optimizer state. */
+  saved = calloc((size_t)ts.nparams + ts.nstate + 1, sizeof(int));
+  for (int i = 0; i < ts.nparams; i++) saved[nsaved++] = ts.params[i];
+  for (int i = 0; i < ts.nstate; i++) saved[nsaved++] = ts.state[i];
+  if (ck) {
+    if (ckpt_restore(ck, tr.x, saved, nsaved, err, sizeof err)) {
+      fprintf(stderr, "matc: %s\n", err);
+      goto done;
+    }
+    fprintf(stderr, "matc: resuming from %s at step %lld (epoch %lld, example %lld)\n", ckpt_file(ck),
+            (long long)start, (long long)ckpt_meta(ck)->epoch, (long long)ckpt_meta(ck)->pos);
+    ckpt_free(ck);
+    ck = NULL;
+  }
 
-  FILE *log = o->log ? fopen(o->log, "w") : NULL;
+  /* A resumed run appends to its log. */
+  log = o->log ? fopen(o->log, o->resume ? "a" : "w") : NULL;
   if (o->log && !log) {
     fprintf(stderr, "matc: %s: cannot write the log\n", o->log);
     goto done;
@@ -170,7 +263,18 @@ int cmd_train(Options *o) {
           o->optimizer, (long long)o->batch, (long long)o->steps, (long long)sm.ntrain, (long long)sm.neval);
   double t_start = now_ms(), last_loss = 0;
   int64_t eval_every = o->eval_every > 0 ? o->eval_every : o->steps;
-  for (int64_t step = 0; step < o->steps; step++) {
+  int64_t saved_step = -1;
+  if (start >= o->steps)
+    fprintf(stderr, "matc: the checkpoint is at step %lld, --steps is %lld: nothing to train\n", (long long)start,
+            (long long)o->steps);
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  stop_signal = 0;
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+  handlers = 1;
+  for (int64_t step = start; step < o->steps; step++) {
     sampler_next(&sm, o->batch, tr.x->bufs[tr.input], tr.x->bufs[ts.target]);
     double lr = schedule(o, step);
     set_scalar(tr.x, ts.lr, lr);
@@ -189,7 +293,7 @@ int cmd_train(Options *o) {
     last_loss = loss;
     if (log) fprintf(log, "{\"step\":%lld,\"loss\":%.6g,\"ms\":%.3f,\"lr\":%.6g}\n", (long long)step + 1, loss, ms, lr);
     if (tty) fprintf(stderr, "\rstep %lld/%lld  loss %.4f  %.1f steps/s   ", (long long)step + 1,
-                     (long long)o->steps, loss, 1000.0 * (step + 1) / (now_ms() - t_start));
+                     (long long)o->steps, loss, 1000.0 * (step + 1 - start) / (now_ms() - t_start));
     else if ((step + 1) % 50 == 0 || step == 0)
       fprintf(stderr, "step %lld/%lld loss %.4f\n", (long long)step + 1, (long long)o->steps, loss);
     if ((step + 1) % eval_every == 0 && sm.neval > 0 && !dt_is_float((DType)tg.dtype)) {
@@ -211,14 +315,64 @@ int cmd_train(Options *o) {
       if (log) fprintf(log, "{\"step\":%lld,\"eval_loss\":%.6g,\"eval_acc\":%.6g}\n", (long long)step + 1,
                        count ? el / count : 0, acc);
     }
+    int64_t done_steps = step + 1;
+    if (o->checkpoint && (done_steps % o->checkpoint_every == 0 || done_steps == o->steps || stop_signal)) {
+      if (log) fflush(log);
+      meta.step = done_steps;
+      meta.epoch = sm.epoch;
+      meta.pos = sm.pos;
+      if (ckpt_save(o->checkpoint, &meta, tr.x, saved, nsaved, err, sizeof err)) {
+        if (tty) fputc('\n', stderr);
+        fprintf(stderr, "matc: step %lld: cannot write the checkpoint: %s\n", (long long)done_steps, err);
+        goto done_log;
+      }
+      saved_step = done_steps;
+    }
+    if (stop_signal) {
+      if (tty) fputc('\n', stderr);
+      fprintf(stderr, "matc: interrupted (%s) after step %lld", stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
+              (long long)done_steps);
+      if (o->checkpoint)
+        fprintf(stderr, "; checkpoint written to %s/checkpoint.matc (continue with --resume %s)\n",
+                o->checkpoint, o->checkpoint);
+      else
+        fprintf(stderr, "; no --checkpoint given, nothing saved\n");
+      status = 128 + stop_signal;
+      goto done_log;
+    }
   }
   if (tty) fputc('\n', stderr);
-  fprintf(stderr, "matc: done: %lld steps in %.1f s, final training loss %.4f\n", (long long)o->steps,
-          (now_ms() - t_start) / 1000, last_loss);
+  if (start < o->steps)
+    fprintf(stderr, "matc: done: %lld steps in %.1f s, final training loss %.4f\n", (long long)(o->steps - start),
+            (now_ms() - t_start) / 1000, last_loss);
+  if (o->checkpoint && saved_step < 0) {
+    meta.step = start > o->steps ? start : o->steps;
+    meta.epoch = sm.epoch;
+    meta.pos = sm.pos;
+    if (ckpt_save(o->checkpoint, &meta, tr.x, saved, nsaved, err, sizeof err)) {
+      fprintf(stderr, "matc: cannot write the checkpoint: %s\n", err);
+      goto done_log;
+    }
+  }
+  if (o->checkpoint) fprintf(stderr, "matc: checkpoint written to %s/checkpoint.matc\n", o->checkpoint);
+  if (o->out) {
+    if (write_trained_onnx(o->model, o->out, tr.x, ts.params, ts.nparams, err, sizeof err)) {
+      fprintf(stderr, "matc: --out %s: %s\n", o->out, err);
+      goto done_log;
+    }
+    fprintf(stderr, "matc: trained model written to %s\n", o->out);
+  }
   status = 0;
 done_log:
   if (log) fclose(log);
 done:
+  if (handlers) {
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+  }
+  ckpt_free(ck);
+  free(saved);
+  free(ts.state);
   exec_free(tr.x);
   exec_free(ev.x);
   if (tr.g) graph_free(tr.g);
