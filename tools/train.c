@@ -356,7 +356,17 @@ int cmd_train(Options *o) {
   }
   if (o->checkpoint) fprintf(stderr, "matc: checkpoint written to %s/checkpoint.matc\n", o->checkpoint);
   if (o->out) {
-    if (write_trained_onnx(o->model, o->out, tr.x, ts.params, ts.nparams, err, sizeof err)) {
+    /* Parameters and the state that is also an initializer (BatchNorm's
+     * running statistics); optimizer state matches no initializer. */
+    int *outv = malloc(sizeof(int) * (ts.nparams + ts.nstate + 1)), nout = ts.nparams;
+    memcpy(outv, ts.params, sizeof(int) * ts.nparams);
+    for (int i = 0; i < ts.nstate; i++) {
+      int e = graph_find_value(ev.g, tr.g->vals[ts.state[i]].name);   /* the model's own? */
+      if (e >= 0 && ev.g->vals[e].kind == V_PARAM) outv[nout++] = ts.state[i];
+    }
+    int wrc = write_trained_onnx(o->model, o->out, tr.x, outv, nout, err, sizeof err);
+    free(outv);
+    if (wrc) {
       fprintf(stderr, "matc: --out %s: %s\n", o->out, err);
       goto done_log;
     }
