@@ -44,17 +44,22 @@ int graph_add_value(Graph *g, const char *name) {
   return g->nvals++;
 }
 
-int graph_rng_seed(Graph *g) {
-  if (g->rng_seed1) return g->rng_seed1 - 1;
-  int v = graph_add_value(g, "matc.rng_seed");
+int graph_scalar_input(Graph *g, const char *name, DType dt, double init) {
+  int v = graph_add_value(g, name);
   Value *x = &g->vals[v];
   x->kind = V_INPUT;
-  value_set(x, DT_I64, 0, NULL);
-  x->data = arena_alloc(g->arena, sizeof(Tensor));
-  x->data->dt = DT_I64;
-  x->data->data = arena_alloc(g->arena, 8);
-  g->rng_seed1 = v + 1;
+  value_set(x, dt, 0, NULL);
+  x->data = tensor_new(g->arena, dt, 0, NULL);
+  if (dt == DT_F64) *(double *)x->data->data = init;
+  else if (dt == DT_F32) *(float *)x->data->data = (float)init;
+  else if (dt == DT_I64) *(int64_t *)x->data->data = (int64_t)init;
+  else MATC_ASSERT(0);
   return v;
+}
+
+int graph_rng_seed(Graph *g) {
+  if (!g->rng_seed1) g->rng_seed1 = graph_scalar_input(g, "matc.rng_seed", DT_I64, 0) + 1;
+  return g->rng_seed1 - 1;
 }
 
 /* Linear search: graphs have at most a few thousand values and lookups

@@ -157,6 +157,9 @@ Graph *graph_new(const char *path);
 void graph_free(Graph *g);
 int graph_add_value(Graph *g, const char *name);
 int graph_find_value(Graph *g, const char *name);    /* -1 if none */
+/* A scalar graph input the runtime sets (learning rate, seeds), with an
+ * initial value. */
+int graph_scalar_input(Graph *g, const char *name, DType dt, double init);
 /* The int64 scalar input that seeds random ops (Dropout in training mode);
  * made on first use, 0 unless the runtime sets it (once per step). */
 int graph_rng_seed(Graph *g);

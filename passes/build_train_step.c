@@ -15,18 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int scalar_input(Graph *g, const char *name, DType dt, double v) {
-  int id = graph_add_value(g, name);
-  Value *x = &g->vals[id];
-  x->kind = V_INPUT;
-  value_set(x, dt, 0, NULL);
-  x->data = arena_alloc(g->arena, sizeof(Tensor));
-  x->data->dt = dt;
-  x->data->data = arena_alloc(g->arena, 8);
-  if (dt == DT_F64) *(double *)x->data->data = v;
-  else *(float *)x->data->data = (float)v;
-  return id;
-}
 
 /* Optimizer state: a zero-initialised tensor shaped like p, kept between
  * steps like a parameter (checkpoints save it). */
@@ -226,9 +214,9 @@ int build_train_step(Graph *g, const TrainConfig *cfg, TrainStep *ts) {
     for (int i = 0; i < ts->nparams; i++) ts->grads[i] = ad_mul(&ad, ts->grads[i], scale);
   }
 
-  ts->lr = scalar_input(g, "matc.lr", dt, 0);
-  ts->bc1 = scalar_input(g, "matc.bias_correction1", dt, 1);
-  ts->bc2 = scalar_input(g, "matc.bias_correction2", dt, 1);
+  ts->lr = graph_scalar_input(g, "matc.lr", dt, 0);
+  ts->bc1 = graph_scalar_input(g, "matc.bias_correction1", dt, 1);
+  ts->bc2 = graph_scalar_input(g, "matc.bias_correction2", dt, 1);
   /* New values first, Assigns after all of them. */
   int *dst = calloc(3 * ts->nparams + nbn + 1, sizeof(int)), *src = calloc(3 * ts->nparams + nbn + 1, sizeof(int));
   int na = 0;
