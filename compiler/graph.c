@@ -9,7 +9,13 @@ Graph *graph_new(const char *path) {
   if (!g) matc_die(__FILE__, __LINE__, "out of memory");
   g->arena = arena_new();
   g->path = path ? arena_strdup(g->arena, path) : NULL;
+  g->guard_value = -1;
   return g;
+}
+
+const char *module_kind_name(ModuleKind k) {
+  static const char *names[] = {"layer", "head", "expert", "other"};
+  return (unsigned)k < sizeof names / sizeof *names ? names[k] : "?";
 }
 
 void graph_free(Graph *g) {

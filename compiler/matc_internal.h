@@ -151,6 +151,10 @@ typedef struct Graph {
   int uses_rng;                  /* some output depends on random numbers */
   int64_t unplanned_bytes;       /* what the same values take without reuse */
   const char *dump_after;        /* --dump-after=PASS */
+  /* modules (passes/partition.c); module k's guard bit is byte k of the
+   * DT_U8 [nmodules] graph input `matc.guards` (guard_value, -1 if none) */
+  struct Module *modules; int nmodules;
+  int guard_value;
 } Graph;
 
 Graph *graph_new(const char *path);
@@ -471,6 +475,50 @@ int expr_size(const Expr *e);
 int eliminate_dead(Graph *g);                                 /* passes/eliminate_dead.c */
 
 void kernels_dump(Graph *g, FILE *f);
+
+/* ---------------------------------------------------------------- 8. modules (MAT)
+ * A module is a named set of parameter slices that MAT freezes and thaws
+ * as one (MAT.md). The partition pass (passes/partition.c) finds them on
+ * the forward graph; the guard pass (passes/guards.c) makes the backward
+ * and optimizer work of each module conditional on its guard bit; the
+ * probe (runtime/mntk.c) computes each module's Gram matrix from the
+ * sites' inputs and output gradients. */
+
+typedef enum { MOD_LAYER, MOD_HEAD, MOD_EXPERT, MOD_OTHER } ModuleKind;
+
+typedef struct {
+  int param;                     /* V_PARAM value id */
+  int axis;                      /* sliced axis, -1 for the whole tensor */
+  int64_t begin, end;            /* [begin, end) along axis */
+} ParamSlice;
+
+/* Where the module's parameters meet activations: a Gemm/MatMul/Conv node
+ * whose weight input is (a slice of) the module's parameter. The structured
+ * Gram formula reads x (the node's data input) and dy (the gradient of its
+ * output), restricted to the slice: out-features [begin, end) of y for a
+ * column slice (Q/K/V heads, expert rows of a stacked weight), in-features
+ * [begin, end) of x for a row slice (the head's rows of the output
+ * projection). bias, if any, is the bias parameter slice added to y. */
+typedef struct {
+  int node;
+  int weight;                    /* index into the module's slices */
+  int bias;                      /* index into slices, -1 if none */
+  int slice_out;                 /* 1: slice of y's features, 0: of x's */
+  int64_t begin, end;            /* feature range, or 0, 0 for all */
+} ProbeSite;
+
+typedef struct Module {
+  const char *name;              /* "layers.0.attn.head2", "fc1" */
+  ModuleKind kind;
+  int nslices;
+  ParamSlice *slices;
+  int nsites;
+  ProbeSite *sites;
+  int64_t nparams;               /* elements over all slices */
+  double fwd_flops, bwd_flops;   /* one training step, batch as bound */
+} Module;
+
+const char *module_kind_name(ModuleKind k);
 
 /* Pass pipeline with verification and --dump-after. */
 typedef struct {
