@@ -17,7 +17,7 @@ import tempfile
 matc, src, case = sys.argv[1], sys.argv[2], sys.argv[3]
 MODELS = {m: os.path.join(src, "models", m, "model.onnx") for m in ["mlp", "vgg-small", "bert-mini", "switch-mini"]}
 MODELS.update({m: os.path.join(src, "tests", "models", m, "model.onnx")
-               for m in ["gpt-tiny", "vit-tiny", "switch-tiny", "resnet-tiny"]})
+               for m in ["gpt-tiny", "vit-tiny", "switch-tiny", "resnet-tiny", "moe-stacked"]})
 failures = []
 
 
@@ -208,6 +208,18 @@ def run_model(name):
         check(d["module_totals"]["params_not_trained"] == 2 * 336, "resnet: BN statistics")
         c = module(d, "layer3.conv2")
         check(c["fwd_flops"] == gemm(16, 64 * 9, 64), f"resnet: layer3.conv2 FLOPs {c['fwd_flops']}")
+    elif name == "moe-stacked":
+        expect_modules(d, name, layer=1, expert=4)
+        for e in range(4):
+            expect_slices(d, f"moe.expert{e}", [sl("moe.experts_w1", 0, e, e + 1), sl("moe.experts_b1", 0, e, e + 1),
+                                                sl("moe.experts_w2", 0, e, e + 1), sl("moe.experts_b2", 0, e, e + 1)],
+                          "expert")
+        x = module(d, "moe.expert2")
+        check([(s["node"], s["weight"], s["bias"], s["begin"], s["end"], s["stacked"]) for s in x["sites"]] ==
+              [("/moe/w1/MatMul", 0, 1, 2, 3, 1), ("/moe/w2/MatMul", 2, 3, 2, 3, 1)], f"moe-stacked: sites {x['sites']}")
+        # w1 reads the data (weight gradient only), w2 also passes the gradient down
+        check(x["fwd_flops"] == gemm(8, 16, 32) * 2 and x["bwd_flops"] == gemm(8, 16, 32) * 3,
+              f"moe-stacked: FLOPs {x['fwd_flops']} {x['bwd_flops']}")
     else:
         sys.exit(f"unknown case {name}")
 
