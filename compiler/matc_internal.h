@@ -506,8 +506,9 @@ typedef struct {
   int slice_out;                 /* 1: slice of y's features, 0: of x's */
   int64_t begin, end;            /* feature range, or 0, 0 for all */
   int stacked;                   /* 1: the weight is a stacked [E, K, N] MatMul
-                                    weight and [begin, end) are experts: x's and
-                                    y's leading (expert) axis, all features */
+                                    weight and [begin, end) are experts: the
+                                    expert axis of y (third from last) and of x
+                                    (where x broadcasts it, size 1: all of x) */
 } ProbeSite;
 
 typedef struct Module {
@@ -542,8 +543,8 @@ int partition_trainable(Graph *g, int v, const char *freeze);
  * automatic modules in g. */
 int partition_apply_file(Graph *g, const PartitionOptions *o);
 /* Fills a module's sites for its slices that meet a Gemm/MatMul/Conv
- * weight, and its FLOPs (passes/partition.c). */
-void partition_find_sites(Graph *g, Module *m);
+ * weight, its parameter count and FLOPs (passes/partition_layers.c). */
+void partition_find_sites(Graph *g, Module *m, const char *freeze);
 /* GEMM/conv FLOPs of all layers with a trainable weight (one step). */
 void partition_total_flops(Graph *g, const char *freeze, double *fwd, double *bwd);
 

@@ -235,6 +235,6 @@ int partition_apply_file(Graph *g, const PartitionOptions *o) {
   g->nmodules = n;
   for (int k = 0; k < n; k++)
     for (int i = 0; i < list->n; i++)
-      if (strcmp(out[k].name, user[i].name) == 0) partition_find_sites(g, &g->modules[k]);
+      if (strcmp(out[k].name, user[i].name) == 0) partition_find_sites(g, &g->modules[k], c.freeze);
   return MATC_OK;
 }

@@ -277,6 +277,14 @@ def run_file_cases():
     check(module(d, "layers.0.attn.head0")["params"] == 256 * 64 + 64, "override-head: size")
     check(len(d["modules"]) == 25, "override-head: count")
 
+    # input channels of a convolution: a site on x's channels
+    d = ok("conv-in-channels", "vgg-small", {"replace": True, "modules": [
+        {"name": "c3in", "kind": "layer", "slices": [sl("features.3.weight", 1, 0, 16)]}]})
+    c = module(d, "c3in")
+    check(c["sites"] == [{"node": "/features/features.3/Conv", "weight": 0, "bias": -1, "slice_out": 0, "begin": 0,
+                          "end": 16, "stacked": 0}], f"conv-in-channels: site {c['sites']}")
+    check(c["params"] == 32 * 16 * 9 and c["fwd_flops"] == gemm(28 * 28, 16 * 9, 32), "conv-in-channels: size, FLOPs")
+
     # a slice along no feature axis of a site: no site (per-sample gradients)
     d = ok("no-site", "bert-mini", {"replace": True, "modules": [{"name": "emb", "slices": [sl("tok_emb.weight", 0, 0, 10)]}]})
     check(module(d, "emb")["sites"] == [], "no-site: the embedding has no site")
