@@ -246,7 +246,8 @@ def run_file_cases():
         check(r.returncode == 1, f"{label}: exit {r.returncode}, want 1 ({out.strip()})")
         for pat in (p,) + pats:
             check(pat in out, f"{label}: message lacks '{pat}': {out.strip()}")
-        check("internal error" not in out and "Segmentation" not in out, f"{label}: crash")
+        for crash in ["internal error", "Segmentation", "AddressSanitizer", "runtime error"]:
+            check(crash not in out, f"{label}: crash ({crash})")
         if not failures:
             print("ok  ", label, "->", out.strip().splitlines()[-1] if out.strip() else "")
 
@@ -301,6 +302,9 @@ def run_file_cases():
     bad("overlap-automatic", "mlp", mod(sl("fc2.bias")), "module 'm1'", "overlapping slices", "module 'fc2'",
         "automatic")
     bad("out-of-range", "mlp", mod(sl("fc3.weight", 0, 5, 11)), "module 'm1'", "out of range", "axis 0 has 10")
+    bad("huge-number", "mlp", '{"modules": [{"name": "m1", "slices": [{"param": "fc3.bias", "axis": 0, "end": 1e300}]}]}',
+        "module 'm1'", '"end" must be an integer')
+    bad("deep-json", "mlp", "[" * 200 + "]" * 200, "malformed JSON", "nested deeper")
     bad("empty-range", "mlp", mod(sl("fc3.weight", 1, 7, 7)), "module 'm1'", "out of range")
     bad("axis-out-of-range", "mlp", mod(sl("fc3.weight", 2, 0, 1)), "module 'm1'", "axis 2 out of range")
     bad("non-float", "switch-mini", mod(sl("blocks.0.moe.expert_ids")), "module 'm1'", "int64, not float")
