@@ -140,3 +140,13 @@ foreach(m mlp vgg-small bert-mini switch-mini)
     endif()
   endforeach()
 endforeach()
+
+# MAT partition (passes/partition.c, passes/partition_file.c): the modules
+# `matc inspect --json` finds in each model, exact slices and FLOPs, the
+# partition file's override/add/replace and every error, and --dot.
+if(PYTHON3)
+  foreach(m mlp vgg-small bert-mini switch-mini gpt-tiny vit-tiny switch-tiny resnet-tiny moe-stacked file dot)
+    matc_test(partition/${m} ${PYTHON3} ${MATC_SRC}/tests/partition_check.py $<TARGET_FILE:matc> ${MATC_SRC} ${m})
+    set_tests_properties(partition/${m} PROPERTIES LABELS partition)
+  endforeach()
+endif()
