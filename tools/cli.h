@@ -19,6 +19,9 @@ typedef struct {
   const char *optimizer, *schedule, *log, *freeze;
   const char *checkpoint, *resume, *out;   /* --checkpoint DIR, --resume DIR, --out TRAINED.onnx */
   int64_t checkpoint_every;
+  /* inspect: the MAT partition (tools/inspect_modules.c) */
+  const char *partition;          /* --partition FILE.json */
+  int others_as_modules, dot;     /* --others-as-modules, --dot */
 } Options;
 
 extern const Pass front_passes[];
@@ -55,6 +58,11 @@ void ckpt_free(Ckpt *c);
 /* The model file orig with the initializers in vals replaced by their values in x. */
 int write_trained_onnx(const char *orig, const char *out, Exec *x, const int *vals, int nvals, char *err,
                        size_t errlen);
+
+/* The partition in `matc inspect` (tools/inspect_modules.c). */
+void print_modules_text(Graph *g, const Options *o, FILE *f);
+void print_modules_json(Graph *g, const Options *o, FILE *f);
+void print_modules_dot(Graph *g, FILE *f);
 
 int cmd_gradcheck(Options *o);
 int cmd_train(Options *o);

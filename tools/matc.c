@@ -17,7 +17,9 @@ static const char *usage_text =
     "usage: matc COMMAND MODEL.onnx [options]\n"
     "\n"
     "commands:\n"
-    "  inspect MODEL [--json] [--batch N]      graph summary, shapes, parameters\n"
+    "  inspect MODEL [--json] [--batch N]      graph summary, shapes, parameters, MAT modules\n"
+    "      [--dot] [--partition FILE.json]      (--dot: Graphviz with a cluster per module)\n"
+    "      [--others-as-modules] [--freeze NAME,...]\n"
     "  run MODEL --data DIR [--batch N]        forward pass on DIR/input_*.pb;\n"
     "      [--rtol R] [--atol A] [--repeat N]  compares with DIR/output_*.pb if present\n"
     "      [--allow-random]                    (compare even outputs that depend on\n"
@@ -98,6 +100,9 @@ static int parse_args(int argc, char **argv, Options *o) {
     else if (strncmp(a, "--dump-after=", 13) == 0) o->dump_after = a + 13;
     else if (strcmp(a, "--dump-after") == 0) { NEEDARG(); o->dump_after = next; }
     else if (strcmp(a, "--json") == 0) o->json = 1;
+    else if (strcmp(a, "--dot") == 0) o->dot = 1;
+    else if (strcmp(a, "--partition") == 0) { NEEDARG(); o->partition = next; }
+    else if (strcmp(a, "--others-as-modules") == 0) o->others_as_modules = 1;
     else if (strcmp(a, "-v") == 0) o->verbose = 1;
     else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(usage_text, stdout); exit(0); }
     else if (a[0] == '-' && a[1]) {
@@ -326,7 +331,10 @@ static int cmd_inspect(Options *o) {
   int rc = import_onnx(g, o->model);
   if (!rc) rc = bind_inputs(g, o->batch > 0 ? o->batch : 1);
   if (!rc) rc = run_passes(g, front_passes, 1);
+  PartitionOptions po = {o->others_as_modules, o->freeze, o->partition};
+  if (!rc) rc = partition_modules(g, &po);
   if (rc) { int e = report(g, rc); graph_free(g); return e; }
+  if (o->dot) { print_modules_dot(g, stdout); graph_free(g); return 0; }
   int64_t nparams = 0, nbytes = 0;
   int nparam_tensors = 0;
   for (int v = 0; v < g->nvals; v++) {
@@ -363,7 +371,9 @@ static int cmd_inspect(Options *o) {
     int first = 1;
     for (int k = 0; k < OP_COUNT; k++)
       if (counts[k]) { printf("%s\"%s\":%d", first ? "" : ",", op_table[k].name, counts[k]); first = 0; }
-    printf("}}\n");
+    printf("}");
+    print_modules_json(g, o, stdout);
+    printf("}\n");
   } else {
     printf("model      %s\nopset      %d\nnodes      %d\n", o->model, g->opset, nnodes);
     printf("parameters %lld in %d tensors (%.2f MB)\n", (long long)nparams, nparam_tensors, nbytes / 1e6);
@@ -383,6 +393,7 @@ static int cmd_inspect(Options *o) {
     for (int k = 0; k < OP_COUNT; k++)
       if (counts[k]) printf(" %s:%d", op_table[k].name, counts[k]);
     printf("\n");
+    print_modules_text(g, o, stdout);
     if (o->verbose) graph_dump(g, stdout);
   }
   graph_free(g);
