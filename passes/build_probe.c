@@ -165,8 +165,30 @@ static int per_sample_loss_sum(AD *ad, const TrainConfig *cfg, int logits, Probe
   return ad->status;
 }
 
+/* BatchNormalization exported in training mode normalises with batch
+ * statistics, which couple the samples: the probe runs it in inference
+ * mode, on the stored running statistics. */
+static int bn_inference_mode(Graph *g) {
+  for (int i = 0; i < g->nnodes; i++) {
+    Node *n = &g->nodes[i];
+    if (n->dead || n->op != OP_BatchNormalization || !attr_i(n, "training_mode", 0)) continue;
+    for (int a = 0; a < n->nattr; a++)
+      if (!strcmp(n->attr[a].name, "training_mode")) n->attr[a].i = 0;
+    for (int j = 1; j < n->nout; j++)
+      if (n->out[j] >= 0 && g->vals[n->out[j]].nuses)
+        return unsupported(g, i, -1, "the probe runs BatchNormalization in inference mode, but this node's "
+                           "running statistics output %d is used", j);
+    n->nout = 1;
+    int rc = op_table[n->op].infer(g, i);
+    if (rc) return rc;
+  }
+  return MATC_OK;
+}
+
 int build_probe(Graph *g, const TrainConfig *cfg, ProbeGraph *pg) {
   memset(pg, 0, sizeof *pg);
+  int rc0 = bn_inference_mode(g);
+  if (rc0) return rc0;
   pg->n = g->vals[g->outputs[0]].dims[0];
   AD ad = {g, NULL, -1, MATC_OK};
   int rc = per_sample_loss_sum(&ad, cfg, g->outputs[0], pg);

@@ -33,7 +33,7 @@ typedef struct {
 } RefModule;
 
 static RefModule mods[MAXMOD];
-static int nmods, failed, passed;
+static int nmods, failed, passed, use_partition;
 static double ref_lambda_all, ref_trace_all;
 static int64_t nsamples;
 static char model_rel[512];
@@ -51,6 +51,7 @@ static int read_reference(const char *path) {
     char s[256];
     if (sscanf(line, "model %511s", model_rel) == 1) continue;
     if (sscanf(line, "samples %lld", &a) == 1) { nsamples = a; continue; }
+    if (!strncmp(line, "partition auto", 14)) { use_partition = 1; continue; }
     if (sscanf(line, "all %lf %lf", &ref_lambda_all, &ref_trace_all) == 2) continue;
     if (nmods < MAXMOD && sscanf(line, "module %255s %31s", mods[nmods].name, mods[nmods].kind) == 2) {
       nmods++;
@@ -107,7 +108,35 @@ static Graph *load(const char *path, const Tensor *in, int64_t batch) {
   return g;
 }
 
+/* With `partition auto`, the reference's modules are the partition pass's:
+ * run it and check it still finds exactly those (then the probe uses its
+ * sites, fused QKV included). */
+static int partition_matches(Graph *g) {
+  PartitionOptions po = {0};
+  if (partition_modules(g, &po)) {
+    fprintf(stderr, "mntk_check: partition: %s\n", g->err);
+    return 1;
+  }
+  int same = g->nmodules == nmods;
+  for (int k = 0; same && k < nmods; k++) {
+    Module *m = &g->modules[k];
+    same = !strcmp(m->name, mods[k].name) && m->nslices == mods[k].nslices;
+    for (int s = 0; same && s < m->nslices; s++) {
+      ParamSlice *ps = &m->slices[s];
+      same = !strcmp(g->vals[ps->param].name, mods[k].slice_param[s]) && ps->axis == mods[k].axis[s] &&
+             (ps->axis < 0 || (ps->begin == mods[k].begin[s] && ps->end == mods[k].end[s]));
+    }
+  }
+  if (!same) {
+    printf("FAIL the partition pass no longer finds the reference's modules (regenerate with "
+           "tools/make_mntk_refs.py if that is intended)\n");
+    return 1;
+  }
+  return 0;
+}
+
 static int make_modules(Graph *g) {
+  if (use_partition) return partition_matches(g);
   g->nmodules = nmods;
   g->modules = arena_alloc(g->arena, sizeof(Module) * nmods);
   for (int k = 0; k < nmods; k++) {
