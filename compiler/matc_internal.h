@@ -548,6 +548,21 @@ void partition_find_sites(Graph *g, Module *m, const char *freeze);
 /* GEMM/conv FLOPs of all layers with a trainable weight (one step). */
 void partition_total_flops(Graph *g, const char *freeze, double *fwd, double *bwd);
 
+/* The mNTK probe graph (passes/build_probe.c): appended to a forward
+ * graph bound to n samples, it computes sum_i loss_i (each sample's own
+ * training loss) and, by one backward pass, the output gradient of every
+ * probe site. Outputs: the sum, then each site node's x and dy. */
+typedef struct {
+  int64_t n;                     /* samples */
+  int target;                    /* target input [n, target dims] */
+  int total;                     /* sum_i loss_i (scalar) */
+  int *x, *dy;                   /* per node id: site input and output gradient, -1 if not a site */
+} ProbeGraph;
+int build_probe(Graph *g, const TrainConfig *cfg, ProbeGraph *pg);
+/* Fills an empty m->sites from its slices: every Gemm/MatMul/Conv that
+ * uses a sliced parameter as its weight, with the bias slice attached. */
+int find_probe_sites(Graph *g, Module *m);
+
 /* Pass pipeline with verification and --dump-after. */
 typedef struct {
   const char *name;

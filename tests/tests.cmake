@@ -150,3 +150,15 @@ if(PYTHON3)
     set_tests_properties(partition/${m} PROPERTIES LABELS partition)
   endforeach()
 endif()
+
+# The mNTK probe against explicit per-sample Jacobians from PyTorch
+# (tests/mntk/<model>/, made by tools/make_mntk_refs.py).
+add_executable(mntk_check ${MATC_SRC}/tests/mntk/mntk_check.c)
+target_link_libraries(mntk_check PRIVATE matc_compiler matc_runtime ${LLVM_LIB} ${PROTOBUF_C_LIB}
+  ${OPENBLAS_LIB} Threads::Threads m)
+set_target_properties(mntk_check PROPERTIES ENABLE_EXPORTS ON)
+foreach(m mlp vgg-small bert-mini switch-mini gpt-tiny switch-tiny resnet-tiny cnn-bn-train)
+  if(EXISTS ${MATC_SRC}/tests/mntk/${m}/reference.txt)
+    matc_test(mntk/${m} mntk_check ${MATC_SRC} ${m})
+  endif()
+endforeach()
