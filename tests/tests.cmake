@@ -162,3 +162,13 @@ foreach(m mlp vgg-small bert-mini switch-mini gpt-tiny switch-tiny resnet-tiny c
     matc_test(mntk/${m} mntk_check ${MATC_SRC} ${m})
   endif()
 endforeach()
+
+# MAT guard branches (tests/unit/guards.c): exactness of active modules'
+# updates and bit-identical frozen state under guard patterns, stop mode.
+target_compile_definitions(unit_guards PRIVATE MATC_SRC_DIR="${MATC_SRC}")
+foreach(opt sgd adamw)
+  matc_test(guards/vgg-small/${opt} unit_guards exact ${MATC_SRC}/models/vgg-small/model.onnx ${opt})
+  matc_test(guards/bert-mini-heads/${opt} unit_guards exact ${MATC_SRC}/models/bert-mini/model.onnx ${opt} 4)
+endforeach()
+matc_test(guards/bert-mini-layers/adamw unit_guards exact ${MATC_SRC}/models/bert-mini/model.onnx adamw)
+matc_test(guards/stop/mlp unit_guards stop ${MATC_SRC}/models/mlp/model.onnx)
