@@ -5,6 +5,7 @@
  * The schedule (warm-up then cosine/linear decay) lives here; the step
  * reads the rate from a scalar input. */
 #include "cli.h"
+#include "mat_train.h"
 #include "../runtime/data.h"
 #include "../runtime/rt.h"
 
@@ -247,6 +248,9 @@ int cmd_train(Options *o) {
   int status = 1;
   TrainStep ts;
   memset(&ts, 0, sizeof ts);
+  MatRun mr;
+  memset(&mr, 0, sizeof mr);
+  char *probe_keys = NULL;
   int *saved = NULL, nsaved = 0;
   int64_t start = 0;
   FILE *log = NULL;
@@ -291,11 +295,28 @@ int cmd_train(Options *o) {
   cfg.target_dt = (DType)tg.dtype;
   cfg.target_rank = tg.rank;
   memcpy(cfg.target_dims, tg.dims, sizeof cfg.target_dims);
-  int rc = build_train_step(tr.g, &cfg, &ts);
+  /* MAT: modules on the forward graph, then guard predicates on the step,
+   * and the policy's state as an input the checkpoint carries. */
+  PartitionOptions po = {o->others_as_modules, o->freeze, o->partition};
+  int rc = o->mat_on ? partition_modules(tr.g, &po) : MATC_OK;
+  if (!rc) rc = build_train_step(tr.g, &cfg, &ts);
+  if (!rc && o->mat_on) rc = insert_guards(tr.g, &ts, o->mat_stop);
+  int mat_state = -1;
+  if (!rc && o->mat_on && tr.g->nmodules > 0) {
+    mat_state = graph_add_value(tr.g, "matc.mat_state");
+    int64_t sd[1] = {mat_policy_state_len(tr.g->nmodules)};
+    tr.g->vals[mat_state].kind = V_INPUT;
+    value_set(&tr.g->vals[mat_state], DT_F64, 1, sd);
+  }
   if (!rc) rc = exec_new(tr.g, &tr.x);
   if (rc) { status = report(tr.g, rc); goto done; }
   /* The evaluation graph reads the training graph's parameters. */
   if (load_model(o, &in, &ev)) goto done;
+  if (o->mat_on) {
+    rc = partition_modules(ev.g, &po);
+    if (rc) { status = report(ev.g, rc); goto done; }
+    if (mat_setup(&mr, o, ev.g, tr.g, tr.x, &cfg, ds)) goto done;
+  }
   for (int v = 0; v < ev.g->nvals; v++) {
     Value *p = &ev.g->vals[v];
     if (p->kind != V_PARAM) continue;
@@ -305,12 +326,20 @@ int cmd_train(Options *o) {
   rc = exec_new(ev.g, &ev.x);
   if (rc) { status = report(ev.g, rc); goto done; }
   /* What a checkpoint holds: the trained parameters and the optimizer state. */
-  saved = calloc((size_t)ts.nparams + ts.nstate + 1, sizeof(int));
+  saved = calloc((size_t)ts.nparams + ts.nstate + 3, sizeof(int));
   for (int i = 0; i < ts.nparams; i++) saved[nsaved++] = ts.params[i];
   for (int i = 0; i < ts.nstate; i++) saved[nsaved++] = ts.state[i];
+  if (mr.on) {
+    saved[nsaved++] = tr.g->guard_value;   /* MAT: the active set and the policy's state */
+    saved[nsaved++] = mat_state;
+  }
   if (ck) {
     if (ckpt_restore(ck, tr.x, saved, nsaved, err, sizeof err)) {
       fprintf(stderr, "matc: %s\n", err);
+      goto done;
+    }
+    if (mr.on && mat_resume(&mr, tr.x->bufs[mat_state])) {
+      fprintf(stderr, "matc: %s: its MAT state is for another partition\n", ckpt_file(ck));
       goto done;
     }
     fprintf(stderr, "matc: resuming from %s at step %lld (epoch %lld, example %lld)\n", ckpt_file(ck),
@@ -337,8 +366,10 @@ int cmd_train(Options *o) {
   /* Operations one step executes (GEMMs 2MNK plus generated loops, as
    * kernels_flops counts them), and what a step with every module active
    * costs. Without MAT the two are equal. */
-  double full_flops = kernels_flops(tr.g), step_flops = full_flops;
-  int nmodules = 0, nactive = 0;
+  double full_flops = mr.on ? mr.full_flops : kernels_flops(tr.g), step_flops = full_flops;
+  double total_full = 0;
+  int nmodules = mr.on ? mr.n : 0, nactive = nmodules;
+  if (mr.on) probe_keys = malloc(1 << 16);
   int64_t eval_every = o->eval_every > 0 ? o->eval_every : o->steps;
   int64_t saved_step = -1;
   if (start >= o->steps)
@@ -360,6 +391,11 @@ int cmd_train(Options *o) {
     set_scalar(tr.x, ts.bc1, 1 - pow(0.9, (double)(step + 1)));
     set_scalar(tr.x, ts.bc2, 1 - pow(0.999, (double)(step + 1)));
     if (tr.g->rng_seed1) *(int64_t *)tr.x->bufs[tr.g->rng_seed1 - 1] = o->seed * 1000003 + step;
+    if (mr.on) {
+      if (mat_before_step(&mr, step, probe_keys, 1 << 16)) goto done_log;
+      step_flops = mr.step_flops + mr.probe_flops;
+      nactive = mat_active(&mr);
+    }
     double s0 = now_ms();
     exec_run(tr.x);
     double ms = now_ms() - s0;
@@ -371,10 +407,12 @@ int cmd_train(Options *o) {
     }
     last_loss = loss;
     total_flops += step_flops;
+    total_full += full_flops;
+    if (mr.on) mat_after_step(&mr);
     if (log)
       fprintf(log, "{\"step\":%lld,\"loss\":%.6g,\"ms\":%.3f,\"lr\":%.6g,\"flops\":%.6g,\"flops_full\":%.6g,"
-              "\"active\":%d,\"modules\":%d}\n", (long long)step + 1, loss, ms, lr, step_flops, full_flops,
-              nactive, nmodules);
+              "\"active\":%d,\"modules\":%d%s}\n", (long long)step + 1, loss, ms, lr, step_flops, full_flops,
+              nactive, nmodules, mr.on ? probe_keys : "");
     progress(tty, step + 1 - start, o->steps - start, step + 1, o->steps, loss, now_ms() - t_start);
     if ((step + 1) % eval_every == 0 && es->neval > 0 && !dt_is_float((DType)tg.dtype)) {
       double el = 0;
@@ -407,6 +445,7 @@ int cmd_train(Options *o) {
       meta.step = done_steps;
       meta.epoch = sm.epoch;
       meta.pos = sm.pos;
+      if (mr.on) mat_policy_save(mr.pol, tr.x->bufs[mat_state]);
       if (ckpt_save(o->checkpoint, &meta, tr.x, saved, nsaved, err, sizeof err)) {
         if (tty) fputc('\n', stderr);
         fprintf(stderr, "matc: step %lld: cannot write the checkpoint: %s\n", (long long)done_steps, err);
@@ -434,11 +473,13 @@ int cmd_train(Options *o) {
             (long long)(o->steps - start), secs, (o->steps - start) / secs, total_flops / secs / 1e9, last_loss);
     if (best_acc >= 0)
       fprintf(stderr, "matc: best evaluation: accuracy %.2f%%, loss %.4f\n", 100 * best_acc, best_eval_loss);
+    if (mr.on) mat_summary(&mr, o->steps - start, total_flops, total_full, stderr);
   }
   if (o->checkpoint && saved_step < 0) {
     meta.step = start > o->steps ? start : o->steps;
     meta.epoch = sm.epoch;
     meta.pos = sm.pos;
+    if (mr.on) mat_policy_save(mr.pol, tr.x->bufs[mat_state]);
     if (ckpt_save(o->checkpoint, &meta, tr.x, saved, nsaved, err, sizeof err)) {
       fprintf(stderr, "matc: cannot write the checkpoint: %s\n", err);
       goto done_log;
@@ -473,6 +514,8 @@ done:
   ckpt_free(ck);
   free(saved);
   free(ts.state);
+  free(probe_keys);
+  mat_free(&mr);
   exec_free(tr.x);
   exec_free(ev.x);
   if (tr.g) graph_free(tr.g);
