@@ -108,7 +108,7 @@ int mat_before_step(MatRun *m, int64_t step, char *logbuf, size_t len) {
     }
     PUT("}");
   }
-  PUT(",\"lambda_all\":%.6g,\"trace_all\":%.6g,\"probe_flops\":%.6g,\"probe_ms\":%.3f", m->lambda_all,
+  PUT(",\"lambda_all\":%.6g,\"trace_all\":%.6g,\"probe_flops\":%.10g,\"probe_ms\":%.3f", m->lambda_all,
       m->trace_all, m->probe_flops, now_ms() - t0);
 #undef PUT
   if (n >= len) logbuf[0] = 0;   /* too many modules for the line buffer: log the step without them */

@@ -410,7 +410,7 @@ int cmd_train(Options *o) {
     total_full += full_flops;
     if (mr.on) mat_after_step(&mr);
     if (log)
-      fprintf(log, "{\"step\":%lld,\"loss\":%.6g,\"ms\":%.3f,\"lr\":%.6g,\"flops\":%.6g,\"flops_full\":%.6g,"
+      fprintf(log, "{\"step\":%lld,\"loss\":%.6g,\"ms\":%.3f,\"lr\":%.6g,\"flops\":%.10g,\"flops_full\":%.10g,"
               "\"active\":%d,\"modules\":%d%s}\n", (long long)step + 1, loss, ms, lr, step_flops, full_flops,
               nactive, nmodules, mr.on ? probe_keys : "");
     progress(tty, step + 1 - start, o->steps - start, step + 1, o->steps, loss, now_ms() - t_start);
