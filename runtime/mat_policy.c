@@ -31,8 +31,8 @@ struct MatPolicy {
 void mat_options_default(MatOptions *o) {
   memset(o, 0, sizeof *o);
   o->warmup = 50;
-  o->refresh = 10;
-  o->alpha = 0.1;
+  o->refresh = 25;
+  o->alpha = 0.3;
   o->ref = MAT_REF_MAX;
   o->beta = 0;
   o->patience = 2;

@@ -88,7 +88,7 @@ static int parse_args(int argc, char **argv, Options *o) {
   o->optimizer = "sgd";
   o->schedule = "constant";
   mat_options_default(&o->mat);
-  o->mat_probe_samples = 32;
+  o->mat_probe_samples = 16;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *next = i + 1 < argc ? argv[i + 1] : NULL;
