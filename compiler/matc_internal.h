@@ -155,6 +155,7 @@ typedef struct Graph {
    * DT_U8 [nmodules] graph input `matc.guards` (guard_value, -1 if none) */
   struct Module *modules; int nmodules;
   int guard_value;
+  struct Guards *guards;         /* predicates of nodes and kernels, NULL if none */
 } Graph;
 
 Graph *graph_new(const char *path);
@@ -347,6 +348,7 @@ typedef struct Kernel {
   int64_t argoff[KMAX_EXT_ARGS]; /* element offsets */
   int np;
   int64_t p[KMAX_EXT_PARAMS];
+  int pred;                      /* guard predicate (passes/guards.c), 0 = always runs */
 } Kernel;
 
 /* A scratch value of a node (a row statistic, an im2col buffer): produced
@@ -547,6 +549,44 @@ int partition_apply_file(Graph *g, const PartitionOptions *o);
 void partition_find_sites(Graph *g, Module *m, const char *freeze);
 /* GEMM/conv FLOPs of all layers with a trainable weight (one step). */
 void partition_total_flops(Graph *g, const char *freeze, double *fwd, double *bwd);
+
+/* The mNTK probe graph (passes/build_probe.c): appended to a forward
+ * graph bound to n samples, it computes sum_i loss_i (each sample's own
+ * training loss) and, by one backward pass, the output gradient of every
+ * probe site. Outputs: the sum, then each site node's x and dy. */
+typedef struct {
+  int64_t n;                     /* samples */
+  int target;                    /* target input [n, target dims] */
+  int total;                     /* sum_i loss_i (scalar) */
+  int *x, *dy;                   /* per node id: site input and output gradient, -1 if not a site */
+} ProbeGraph;
+int build_probe(Graph *g, const TrainConfig *cfg, ProbeGraph *pg);
+/* Fills an empty m->sites from its slices: every Gemm/MatMul/Conv that
+ * uses a sliced parameter as its weight, with the bias slice attached. */
+int find_probe_sites(Graph *g, Module *m);
+
+/* Guards (passes/guards.c, passes/guard_kernels.c). A predicate is a set
+ * of modules: its work runs iff some module of the set is active (guard
+ * byte nonzero); a negated one runs iff none is (it zeroes what a skipped
+ * kernel would have written, for readers that run anyway). Predicate 0 is
+ * "always". insert_guards runs after build_train_step and gives every node
+ * a predicate and a per-slice split plan; guard_kernels (after lowering)
+ * gives kernels theirs, splits the weight-gradient and optimizer kernels
+ * of sliced parameters per slice, and adds the zeroing kernels. */
+typedef struct Guards Guards;
+int insert_guards(Graph *g, const TrainStep *ts, int stop_mode);
+int guard_kernels(Graph *g);
+/* Does predicate `pred` run under these guard bytes? */
+int guard_pred_runs(const Graph *g, int pred, const uint8_t *guards);
+/* Is it a zeroing kernel's predicate (runs iff none of its modules is)? */
+int guard_pred_negated(const Graph *g, int pred);
+/* Does pred a running imply pred b runs (a's set within b's)? */
+int guard_pred_implies(const Graph *g, int a, int b);
+/* The modules of a predicate, for dumps: "{0,3}", "!{2}", "always". */
+const char *guard_pred_str(const Graph *g, int pred, char *buf, size_t len);
+/* Operations one run executes with these guard bytes (kernels_flops is
+ * the full count). */
+double kernels_flops_guarded(Graph *g, const uint8_t *guards);
 
 /* Pass pipeline with verification and --dump-after. */
 typedef struct {

@@ -153,3 +153,25 @@ endif()
 matc_test(partition/moe-stacked/forward $<TARGET_FILE:matc> run ${MATC_SRC}/tests/partition/moe-stacked/model.onnx
   --data ${MATC_SRC}/tests/partition/moe-stacked/test_data_set_0 --rtol 1e-4 --atol 1e-5)
 set_tests_properties(partition/moe-stacked/forward PROPERTIES LABELS partition)
+
+# The mNTK probe against explicit per-sample Jacobians from PyTorch
+# (tests/mntk/<model>/, made by tools/make_mntk_refs.py).
+add_executable(mntk_check ${MATC_SRC}/tests/mntk/mntk_check.c)
+target_link_libraries(mntk_check PRIVATE matc_compiler matc_runtime ${LLVM_LIB} ${PROTOBUF_C_LIB}
+  ${OPENBLAS_LIB} Threads::Threads m)
+set_target_properties(mntk_check PROPERTIES ENABLE_EXPORTS ON)
+foreach(m mlp vgg-small bert-mini switch-mini gpt-tiny switch-tiny resnet-tiny cnn-bn-train)
+  if(EXISTS ${MATC_SRC}/tests/mntk/${m}/reference.txt)
+    matc_test(mntk/${m} mntk_check ${MATC_SRC} ${m})
+  endif()
+endforeach()
+
+# MAT guard branches (tests/unit/guards.c): exactness of active modules'
+# updates and bit-identical frozen state under guard patterns, stop mode.
+target_compile_definitions(unit_guards PRIVATE MATC_SRC_DIR="${MATC_SRC}")
+foreach(opt sgd adamw)
+  matc_test(guards/vgg-small/${opt} unit_guards exact ${MATC_SRC}/models/vgg-small/model.onnx ${opt})
+  matc_test(guards/bert-mini-heads/${opt} unit_guards exact ${MATC_SRC}/models/bert-mini/model.onnx ${opt} 4)
+endforeach()
+matc_test(guards/bert-mini-layers/adamw unit_guards exact ${MATC_SRC}/models/bert-mini/model.onnx adamw)
+matc_test(guards/stop/mlp unit_guards stop ${MATC_SRC}/models/mlp/model.onnx)

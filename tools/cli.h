@@ -17,7 +17,7 @@ typedef struct {
   double lr, momentum, weight_decay, clip, eval_fraction;
   int nesterov, no_shuffle, freeze_bn, seed_set;
   const char *optimizer, *schedule, *log, *freeze;
-  const char *checkpoint, *resume, *out;   /* --checkpoint DIR, --resume DIR, --out TRAINED.onnx */
+  const char *checkpoint, *resume, *out, *eval_data;   /* --checkpoint DIR, --resume DIR, --out TRAINED.onnx */
   int64_t checkpoint_every;
   /* inspect: the MAT partition (tools/inspect_modules.c) */
   const char *partition;          /* --partition FILE.json */

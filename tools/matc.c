@@ -82,6 +82,7 @@ static int parse_args(int argc, char **argv, Options *o) {
     else if (strcmp(a, "--warmup") == 0) { NEEDARG(); o->warmup = atoll(next); }
     else if (strcmp(a, "--schedule") == 0) { NEEDARG(); o->schedule = next; }
     else if (strcmp(a, "--eval-every") == 0) { NEEDARG(); o->eval_every = atoll(next); }
+    else if (strcmp(a, "--eval-data") == 0) { NEEDARG(); o->eval_data = next; }
     else if (strcmp(a, "--eval-fraction") == 0) { NEEDARG(); o->eval_fraction = atof(next); }
     else if (strcmp(a, "--seed") == 0) { NEEDARG(); o->seed = atoll(next); o->seed_set = 1; }
     else if (strcmp(a, "--checkpoint") == 0) { NEEDARG(); o->checkpoint = next; }

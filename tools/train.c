@@ -102,6 +102,65 @@ static void score(const float *logits, const int64_t *tgt, int64_t valid, int64_
   }
 }
 
+/* Opens --eval-data: its examples and targets must look like the
+ * training data's. */
+static int open_eval_set(Options *o, const DataShape *in, const DataShape *tg, Dataset **eds, Sampler *esm) {
+  char err[4096];
+  *eds = data_open(o->eval_data, err, sizeof err);
+  if (!*eds) {
+    fprintf(stderr, "matc: --eval-data: %s\n", err);
+    return 1;
+  }
+  DataShape ein = data_input_shape(*eds), etg = data_target_shape(*eds);
+  if (ein.dtype != in->dtype || ein.rank != in->rank || memcmp(ein.dims, in->dims, sizeof(int64_t) * in->rank) ||
+      etg.dtype != tg->dtype || etg.rank != tg->rank || memcmp(etg.dims, tg->dims, sizeof(int64_t) * tg->rank)) {
+    fprintf(stderr, "matc: --eval-data %s: its examples or targets differ in shape or type from --data %s\n",
+            o->eval_data, o->data);
+  } else if (sampler_init_eval(esm, *eds)) {
+    fprintf(stderr, "matc: --eval-data %s: no examples\n", o->eval_data);
+  } else {
+    return 0;
+  }
+  data_close(*eds);
+  *eds = NULL;
+  return 1;
+}
+
+/* Class targets must index the model's output (or be the ignored -100):
+ * an out-of-range label would make the loss read outside the logits. */
+static int check_targets(const Options *o, DType dt, const void *tgt, int64_t n, int64_t classes, int64_t step,
+                         const char *what) {
+  if (dt != DT_I64 && dt != DT_I32) return 0;
+  for (int64_t i = 0; i < n; i++) {
+    int64_t t = dt == DT_I64 ? ((const int64_t *)tgt)[i] : ((const int32_t *)tgt)[i];
+    if (t == -100 || (t >= 0 && t < classes)) continue;
+    fprintf(stderr, "\nmatc: %s: %s batch at step %lld: target %lld (element %lld) is out of range for the "
+            "model's %lld classes (valid: 0..%lld, or -100 to ignore)\n", o->data, what, (long long)step,
+            (long long)t, (long long)i, (long long)classes, (long long)classes - 1);
+    return 1;
+  }
+  return 0;
+}
+
+/* One line of progress: rewritten in place on a terminal (step, loss,
+ * steps/s, ETA), a plain line every 50 steps otherwise (logs, CI). */
+static void progress(int tty, int64_t done, int64_t total, int64_t step, int64_t steps, double loss,
+                     double elapsed_ms) {
+  double rate = elapsed_ms > 0 ? 1000.0 * done / elapsed_ms : 0;
+  double eta = rate > 0 ? (total - done) / rate : 0;
+  if (tty) {
+    char bar[21];
+    int fill = total > 0 ? (int)(20 * done / total) : 20;
+    for (int i = 0; i < 20; i++) bar[i] = i < fill ? '#' : '.';
+    bar[20] = 0;
+    fprintf(stderr, "\r[%s] step %lld/%lld  loss %.4f  %.1f steps/s  ETA %dm%02ds   ", bar, (long long)step,
+            (long long)steps, loss, rate, (int)eta / 60, (int)eta % 60);
+  } else if (step % 50 == 0 || done == 1 || step == steps) {
+    fprintf(stderr, "step %lld/%lld loss %.4f %.1f steps/s ETA %.0fs\n", (long long)step, (long long)steps, loss,
+            rate, eta);
+  }
+}
+
 /* SIGINT/SIGTERM: finish the step, checkpoint, exit 128 + signal. A
  * second signal while the first is being handled kills the run at once
  * (the previous checkpoint stays valid: writes are atomic). */
@@ -170,6 +229,18 @@ int cmd_train(Options *o) {
     return 1;
   }
   if (o->no_shuffle) sampler_sequential(&sm);
+  /* --eval-data: a separate evaluation set (a test split) instead of the
+   * held-out fraction. */
+  Dataset *eds = NULL;
+  Sampler esm;
+  memset(&esm, 0, sizeof esm);
+  if (o->eval_data && open_eval_set(o, &in, &tg, &eds, &esm)) {
+    sampler_free(&sm);
+    data_close(ds);
+    ckpt_free(ck);
+    return 1;
+  }
+  Sampler *es = o->eval_data ? &esm : &sm;
   Compiled tr, ev;
   memset(&tr, 0, sizeof tr);
   memset(&ev, 0, sizeof ev);
@@ -258,10 +329,16 @@ int cmd_train(Options *o) {
   size_t in_bytes = (size_t)shape_nelem(in.rank, in.dims) * dt_size((DType)in.dtype);
   size_t tg_bytes = (size_t)shape_nelem(tg.rank, tg.dims) * dt_size((DType)tg.dtype);
   int64_t classes = tr.g->vals[ts.logits].dims[tr.g->vals[ts.logits].rank - 1];
+  int64_t tg_elems = shape_nelem(tg.rank, tg.dims);
   fprintf(stderr, "matc: training %s: %lld parameters in %d tensors, %s, batch %lld, %lld steps; "
           "%lld training / %lld evaluation examples\n", o->model, (long long)ts.nparam_elems, ts.nparams,
-          o->optimizer, (long long)o->batch, (long long)o->steps, (long long)sm.ntrain, (long long)sm.neval);
-  double t_start = now_ms(), last_loss = 0;
+          o->optimizer, (long long)o->batch, (long long)o->steps, (long long)sm.ntrain, (long long)es->neval);
+  double t_start = now_ms(), last_loss = 0, total_flops = 0, best_acc = -1, best_eval_loss = INFINITY;
+  /* Operations one step executes (GEMMs 2MNK plus generated loops, as
+   * kernels_flops counts them), and what a step with every module active
+   * costs. Without MAT the two are equal. */
+  double full_flops = kernels_flops(tr.g), step_flops = full_flops;
+  int nmodules = 0, nactive = 0;
   int64_t eval_every = o->eval_every > 0 ? o->eval_every : o->steps;
   int64_t saved_step = -1;
   if (start >= o->steps)
@@ -276,6 +353,8 @@ int cmd_train(Options *o) {
   handlers = 1;
   for (int64_t step = start; step < o->steps; step++) {
     sampler_next(&sm, o->batch, tr.x->bufs[tr.input], tr.x->bufs[ts.target]);
+    if (check_targets(o, (DType)tg.dtype, tr.x->bufs[ts.target], o->batch * tg_elems, classes, step + 1, "training"))
+      goto done_log;
     double lr = schedule(o, step);
     set_scalar(tr.x, ts.lr, lr);
     set_scalar(tr.x, ts.bc1, 1 - pow(0.9, (double)(step + 1)));
@@ -291,18 +370,23 @@ int cmd_train(Options *o) {
       goto done_log;
     }
     last_loss = loss;
-    if (log) fprintf(log, "{\"step\":%lld,\"loss\":%.6g,\"ms\":%.3f,\"lr\":%.6g}\n", (long long)step + 1, loss, ms, lr);
-    if (tty) fprintf(stderr, "\rstep %lld/%lld  loss %.4f  %.1f steps/s   ", (long long)step + 1,
-                     (long long)o->steps, loss, 1000.0 * (step + 1 - start) / (now_ms() - t_start));
-    else if ((step + 1) % 50 == 0 || step == 0)
-      fprintf(stderr, "step %lld/%lld loss %.4f\n", (long long)step + 1, (long long)o->steps, loss);
-    if ((step + 1) % eval_every == 0 && sm.neval > 0 && !dt_is_float((DType)tg.dtype)) {
+    total_flops += step_flops;
+    if (log)
+      fprintf(log, "{\"step\":%lld,\"loss\":%.6g,\"ms\":%.3f,\"lr\":%.6g,\"flops\":%.6g,\"flops_full\":%.6g,"
+              "\"active\":%d,\"modules\":%d}\n", (long long)step + 1, loss, ms, lr, step_flops, full_flops,
+              nactive, nmodules);
+    progress(tty, step + 1 - start, o->steps - start, step + 1, o->steps, loss, now_ms() - t_start);
+    if ((step + 1) % eval_every == 0 && es->neval > 0 && !dt_is_float((DType)tg.dtype)) {
       double el = 0;
       int64_t correct = 0, count = 0;
       void *tgt = malloc(tg_bytes * o->batch);
       for (int64_t k = 0;; k++) {
-        int64_t n = sampler_eval_batch(&sm, k, o->batch, ev.x->bufs[ev.input], tgt);
+        int64_t n = sampler_eval_batch(es, k, o->batch, ev.x->bufs[ev.input], tgt);
         if (n <= 0) break;
+        if (check_targets(o, (DType)tg.dtype, tgt, n * tg_elems, classes, step + 1, "evaluation")) {
+          free(tgt);
+          goto done_log;
+        }
         exec_run(ev.x);
         score(ev.x->bufs[ev.g->outputs[0]], tgt, n, shape_nelem(tg.rank, tg.dims), classes, &el, &correct, &count);
       }
@@ -312,6 +396,8 @@ int cmd_train(Options *o) {
       if (tty) fputc('\n', stderr);
       fprintf(stderr, "eval at step %lld: loss %.4f, accuracy %.2f%% (%lld targets)\n", (long long)step + 1,
               count ? el / count : 0, 100 * acc, (long long)count);
+      if (count && acc > best_acc) best_acc = acc;
+      if (count && el / count < best_eval_loss) best_eval_loss = el / count;
       if (log) fprintf(log, "{\"step\":%lld,\"eval_loss\":%.6g,\"eval_acc\":%.6g}\n", (long long)step + 1,
                        count ? el / count : 0, acc);
     }
@@ -342,9 +428,13 @@ int cmd_train(Options *o) {
     }
   }
   if (tty) fputc('\n', stderr);
-  if (start < o->steps)
-    fprintf(stderr, "matc: done: %lld steps in %.1f s, final training loss %.4f\n", (long long)(o->steps - start),
-            (now_ms() - t_start) / 1000, last_loss);
+  if (start < o->steps) {
+    double secs = (now_ms() - t_start) / 1000;
+    fprintf(stderr, "matc: done: %lld steps in %.1f s (%.2f steps/s, %.1f GFLOP/s), final training loss %.4f\n",
+            (long long)(o->steps - start), secs, (o->steps - start) / secs, total_flops / secs / 1e9, last_loss);
+    if (best_acc >= 0)
+      fprintf(stderr, "matc: best evaluation: accuracy %.2f%%, loss %.4f\n", 100 * best_acc, best_eval_loss);
+  }
   if (o->checkpoint && saved_step < 0) {
     meta.step = start > o->steps ? start : o->steps;
     meta.epoch = sm.epoch;
@@ -390,6 +480,8 @@ done:
   free(ts.params);
   free(ts.grads);
   sampler_free(&sm);
+  sampler_free(&esm);
   data_close(ds);
+  data_close(eds);
   return status;
 }
