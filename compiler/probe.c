@@ -75,8 +75,43 @@ static int copy_modules(Graph *fwd, Graph *g) {
   return MATC_OK;
 }
 
+/* Row blocks before the sample axis in v's row-major layout: the graph
+ * bound to n + 1 samples (g2) shows which axis holds the samples (the one
+ * that grows from n to n + 1). Views (Reshape, Flatten, Squeeze,
+ * Unsqueeze, Identity) keep their input's element order, so a merged
+ * [S*B, E] is read through the [S, B, E] it came from. When the axis that
+ * grows is a merged one (a*n -> a*(n+1), as [S, B*H, Dh] in PyTorch's
+ * multi-head attention), the samples are taken as its major part (what
+ * reshaping [B, H] to [B*H] gives), at the deepest such view. -1: not found. */
+static int64_t sample_outer(Graph *g, Graph *g2, int v, int64_t n) {
+  int64_t merged = -1;
+  for (int hops = 0; v >= 0 && hops < 32; hops++) {
+    Value *a = &g->vals[v];
+    int u = g2 ? graph_find_value(g2, a->name) : -1;
+    if (u >= 0 && g2->vals[u].rank == a->rank) {
+      Value *b = &g2->vals[u];
+      int axis = -1, ndiff = 0;
+      for (int d = 0; d < a->rank; d++)
+        if (a->dims[d] != b->dims[d]) ndiff++, axis = d;
+      int64_t outer = 1;
+      for (int d = 0; d < axis; d++) outer *= a->dims[d];
+      if (ndiff == 1 && a->dims[axis] == n && b->dims[axis] == n + 1) return outer;
+      if (ndiff == 1 && a->dims[axis] % n == 0 && b->dims[axis] % (n + 1) == 0 &&
+          a->dims[axis] / n == b->dims[axis] / (n + 1))
+        merged = outer;
+    }
+    if (!g2 && a->rank >= 1 && a->dims[0] % n == 0) return 1;   /* no second graph: assume samples lead */
+    int pr = a->producer;
+    if (pr < 0) break;
+    int op = g->nodes[pr].op;
+    if (op != OP_Reshape && op != OP_Flatten && op != OP_Squeeze && op != OP_Unsqueeze && op != OP_Identity) break;
+    v = g->nodes[pr].in[0];
+  }
+  return merged;
+}
+
 /* The site's shapes, slice and (for conv) geometry, from the probe graph. */
-static int describe_site(Probe *p, int k, const ProbeSite *ps, SiteRun *r) {
+static int describe_site(Probe *p, Graph *g2, int k, const ProbeSite *ps, SiteRun *r) {
   Graph *g = p->g;
   Module *m = &g->modules[k];
   Node *nd = &g->nodes[ps->node];
@@ -87,6 +122,11 @@ static int describe_site(Probe *p, int k, const ProbeSite *ps, SiteRun *r) {
   r->dyv = p->pg.dy[ps->node];
   Value *xv = &g->vals[r->xv], *dv = &g->vals[r->dyv];
   MntkSite *s = &r->site;
+  s->outer = sample_outer(g, g2, r->xv, n);
+  if (s->outer < 0) s->outer = sample_outer(g, g2, nd->out[0], n);
+  if (s->outer < 0 || (nd->op == OP_Conv && s->outer != 1))
+    return unsupported(g, ps->node, 0, "module '%s': cannot tell which axis of the site input '%s' holds the "
+                       "samples", m->name, xv->name);
   if (xv->dt != DT_F32 || dv->dt != DT_F32)
     return unsupported(g, ps->node, 0, "module '%s': the probe computes Grams of float32 sites, this one is %s",
                        m->name, dt_name(xv->dt));
@@ -121,7 +161,7 @@ static int describe_site(Probe *p, int k, const ProbeSite *ps, SiteRun *r) {
     s->nx = xv->dims[xv->rank - 1];
     s->ny = dv->dims[dv->rank - 1];
     int64_t xe = value_nelem(xv), de = value_nelem(dv);
-    if (s->nx <= 0 || s->ny <= 0 || xe % (n * s->nx) || de != xe / s->nx * s->ny)
+    if (s->nx <= 0 || s->ny <= 0 || xe % (n * s->nx) || de != xe / s->nx * s->ny || (xe / (n * s->nx)) % s->outer)
       return unsupported(g, ps->node, 0, "module '%s': site input %s and output gradient %s do not split into "
                          "%lld samples of the same tokens", m->name, xv->name, dv->name, (long long)n);
     s->tokens = xe / (n * s->nx);
@@ -138,37 +178,52 @@ static int describe_site(Probe *p, int k, const ProbeSite *ps, SiteRun *r) {
   return MATC_OK;
 }
 
-static int build(Probe *p, Graph *fwd, const TrainConfig *cfg) {
-  Graph *g = p->g;
+/* Imports fwd's model into g with every input shaped like fwd's but with
+ * n samples, and infers shapes. */
+static int load_for(Graph *g, Graph *fwd, int64_t n) {
   int rc = import_onnx(g, fwd->path);
   if (rc) return rc;
   if (g->ninputs < 1 || fwd->ninputs < 1) return fail(g, -1, -1, "the model has no input to probe");
-  /* Every input shaped like the training graph's, with n samples. */
   for (int i = 0; i < g->ninputs && i < fwd->ninputs; i++) {
     Value *v = &g->vals[g->inputs[i]], *f = &fwd->vals[fwd->inputs[i]];
     v->rank = f->rank;
     memcpy(v->dims, f->dims, sizeof v->dims);
-    if (v->rank > 0) v->dims[0] = p->n;
+    if (v->rank > 0) v->dims[0] = n;
   }
-  p->input = g->inputs[0];
   static const Pass front[] = {{"infer-shapes", infer_shapes}};
-  if ((rc = bind_inputs(g, p->n)) || (rc = run_passes(g, front, 1))) return rc;
+  if ((rc = bind_inputs(g, n))) return rc;
+  return run_passes(g, front, 1);
+}
+
+static int build(Probe *p, Graph *fwd, const TrainConfig *cfg) {
+  Graph *g = p->g;
+  int rc = load_for(g, fwd, p->n);
+  if (rc) return rc;
+  p->input = g->inputs[0];
   if (g->noutputs < 1 || g->vals[g->outputs[0]].rank < 1 || g->vals[g->outputs[0]].dims[0] != p->n)
     return fail(g, -1, -1, "the model's first output is not batch-major: the probe needs one row per sample");
   if ((rc = copy_modules(fwd, g)) || (rc = build_probe(g, cfg, &p->pg))) return rc;
   p->in_bytes = (size_t)value_nelem(&g->vals[p->input]) * dt_size(g->vals[p->input].dt);
   p->tg_bytes = (size_t)value_nelem(&g->vals[p->pg.target]) * dt_size(g->vals[p->pg.target].dt);
-  /* Site descriptions (modules now all have sites). */
+  /* Site descriptions (modules now all have sites); the same model bound to
+   * n + 1 samples tells where the samples are in each site's rows. */
+  Graph *g2 = graph_new(fwd->path);
+  if (load_for(g2, fwd, p->n + 1)) {
+    graph_free(g2);
+    g2 = NULL;
+  }
   int total = 0;
   for (int k = 0; k < g->nmodules; k++) total += g->modules[k].nsites;
   p->sites = calloc(total + 1, sizeof *p->sites);
   p->nmod = g->nmodules;
   p->names = calloc(p->nmod + 1, sizeof *p->names);
-  for (int k = 0; k < g->nmodules; k++) {
+  for (int k = 0; k < g->nmodules && !rc; k++) {
     p->names[k] = g->modules[k].name;
-    for (int s = 0; s < g->modules[k].nsites; s++)
-      if ((rc = describe_site(p, k, &g->modules[k].sites[s], &p->sites[p->nsites++]))) return rc;
+    for (int s = 0; s < g->modules[k].nsites && !rc; s++)
+      rc = describe_site(p, g2, k, &g->modules[k].sites[s], &p->sites[p->nsites++]);
   }
+  if (g2) graph_free(g2);
+  if (rc) return rc;
   if ((rc = exec_new(g, &p->x))) return rc;
   p->graph_flops = kernels_flops(g);
   p->grams = calloc((size_t)(p->nmod + 1) * p->n * p->n, sizeof(double));
