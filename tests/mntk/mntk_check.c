@@ -72,8 +72,11 @@ static int read_reference(const char *path) {
   return nmods == 0 || nsamples <= 0;
 }
 
+static double max_err;   /* over the comparisons with the reference */
+
 static void check(const char *what, double got, double want, double tol) {
   double err = fabs(got - want) / fmax(fabs(want), 1e-30);
+  if (tol >= 1e-3) max_err = fmax(max_err, err);
   if (err <= tol) passed++;
   else failed++;
   if (err > tol) printf("FAIL %-40s got %.7g want %.7g (rel %.2e)\n", what, got, want, err);
@@ -321,12 +324,21 @@ int main(int argc, char **argv) {
   probe_run(p, in.data, tg.data, NULL, NULL, &l2, NULL, NULL);
   check("shared weights restored: lambda_max(G)", l2, ref_lambda_all, 1e-3);
 
+  /* Bad requests: clear errors, no probe. */
+  Probe *q = NULL;
+  rc = probe_new(train, &cfg, 0, &q);
+  expect("0 samples is an error naming the sample count", rc == MATC_ERR && !q && strstr(train->err, "sample"));
+  rc = probe_new(train, &cfg, nsamples, &q);
+  expect("a graph without modules is an error naming the partition", rc == MATC_ERR && !q &&
+         strstr(train->err, "partition"));
+
   probe_free(p);
   graph_free(train);
   graph_free(g);
   arena_free(a);
   free(lam);
   free(tr);
+  printf("largest relative difference from the reference: %.2e\n", max_err);
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }
