@@ -12,7 +12,7 @@
 
 typedef struct {
   int module;
-  int xv, dyv;                    /* probe graph values read each run */
+  int xv, *dyv;                   /* probe graph values read each run (dy per backward pass) */
   MntkSite site;                  /* shapes and slice; x, dy set each run */
 } SiteRun;
 
@@ -29,6 +29,10 @@ struct Probe {
   SiteRun *sites;
   double *grams, *gall;           /* nmod + 1 Grams of n x n */
   double graph_flops;
+  ProbeOptions opt;
+  int64_t vec_elems;              /* elements of one Rademacher vector */
+  float *user_vectors;            /* probe_set_vectors, or NULL */
+  uint64_t runs;
   ProbeStats last;
   char err[512];
 };
@@ -119,8 +123,9 @@ static int describe_site(Probe *p, Graph *g2, int k, const ProbeSite *ps, SiteRu
   memset(r, 0, sizeof *r);
   r->module = k;
   r->xv = p->pg.x[ps->node];
-  r->dyv = p->pg.dy[ps->node];
-  Value *xv = &g->vals[r->xv], *dv = &g->vals[r->dyv];
+  r->dyv = calloc(p->pg.nvec, sizeof(int));
+  for (int v = 0; v < p->pg.nvec; v++) r->dyv[v] = p->pg.dy[(size_t)v * p->pg.dy_stride + ps->node];
+  Value *xv = &g->vals[r->xv], *dv = &g->vals[r->dyv[0]];
   MntkSite *s = &r->site;
   s->outer = sample_outer(g, g2, r->xv, n);
   if (s->outer < 0) s->outer = sample_outer(g, g2, nd->out[0], n);
@@ -202,9 +207,11 @@ static int build(Probe *p, Graph *fwd, const TrainConfig *cfg) {
   p->input = g->inputs[0];
   if (g->noutputs < 1 || g->vals[g->outputs[0]].rank < 1 || g->vals[g->outputs[0]].dims[0] != p->n)
     return fail(g, -1, -1, "the model's first output is not batch-major: the probe needs one row per sample");
-  if ((rc = copy_modules(fwd, g)) || (rc = build_probe(g, cfg, &p->pg))) return rc;
+  if ((rc = copy_modules(fwd, g)) || (rc = build_probe(g, cfg, p->opt.rademacher, &p->pg))) return rc;
   p->in_bytes = (size_t)value_nelem(&g->vals[p->input]) * dt_size(g->vals[p->input].dt);
-  p->tg_bytes = (size_t)value_nelem(&g->vals[p->pg.target]) * dt_size(g->vals[p->pg.target].dt);
+  if (p->pg.target >= 0)
+    p->tg_bytes = (size_t)value_nelem(&g->vals[p->pg.target]) * dt_size(g->vals[p->pg.target].dt);
+  if (p->pg.vectors[0] >= 0) p->vec_elems = value_nelem(&g->vals[p->pg.vectors[0]]);
   /* Site descriptions (modules now all have sites); the same model bound to
    * n + 1 samples tells where the samples are in each site's rows. */
   Graph *g2 = graph_new(fwd->path);
@@ -232,12 +239,20 @@ static int build(Probe *p, Graph *fwd, const TrainConfig *cfg) {
 }
 
 int probe_new(Graph *fwd, const TrainConfig *cfg, int64_t nsamples, Probe **out) {
+  ProbeOptions o = {0, 0};
+  return probe_new_opts(fwd, cfg, nsamples, &o, out);
+}
+
+int probe_new_opts(Graph *fwd, const TrainConfig *cfg, int64_t nsamples, const ProbeOptions *opt, Probe **out) {
   *out = NULL;
+  if (opt->rademacher < 0 || opt->rademacher > 64)
+    return fail(fwd, -1, -1, "the probe takes 0 to 64 Rademacher vectors (got %d)", opt->rademacher);
   if (nsamples < 1) return fail(fwd, -1, -1, "the probe needs at least one sample (got %lld)", (long long)nsamples);
   if (fwd->nmodules < 1)
     return fail(fwd, -1, -1, "the probe needs modules: run the partition pass (or fill g->modules) first");
   Probe *p = calloc(1, sizeof *p);
   p->n = nsamples;
+  p->opt = *opt;
   p->g = graph_new(fwd->path);
   p->g->verbose = fwd->verbose;
   int rc = build(p, fwd, cfg);
@@ -275,16 +290,31 @@ int probe_run(Probe *p, const void *inputs, const void *targets, double *lambda,
               double *lambda_all, double *trace_all, double *flops) {
   int64_t n = p->n, nn = n * n;
   memcpy(p->x->bufs[p->input], inputs, p->in_bytes);
-  memcpy(p->x->bufs[p->pg.target], targets, p->tg_bytes);
+  if (p->pg.target >= 0) memcpy(p->x->bufs[p->pg.target], targets, p->tg_bytes);
+  for (int v = 0; v < p->pg.nvec && p->pg.vectors[v] >= 0; v++) {
+    float *dst = p->x->bufs[p->pg.vectors[v]];
+    if (p->user_vectors) {
+      memcpy(dst, p->user_vectors + (size_t)v * p->vec_elems, sizeof(float) * p->vec_elems);
+      continue;
+    }
+    /* Fresh signs every run: splitmix64 of (seed, run, vector, element). */
+    for (int64_t e = 0; e < p->vec_elems; e++) {
+      uint64_t z = p->opt.seed + 0x9e3779b97f4a7c15ULL * (((p->runs * 65 + (uint64_t)v) << 32) + (uint64_t)e + 1);
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+      dst[e] = (z ^ (z >> 31)) >> 63 ? 1.0f : -1.0f;
+    }
+  }
+  p->runs++;
   double t0 = ms_now();
   exec_run(p->x);
   double t1 = ms_now(), gf = 0;
   memset(p->grams, 0, sizeof(double) * (p->nmod + 1) * nn);
   p->last.nstructured = p->last.nmaterialised = 0;
-  for (int i = 0; i < p->nsites; i++) {
-    SiteRun *r = &p->sites[i];
+  for (int i = 0; i < p->nsites * p->pg.nvec; i++) {
+    SiteRun *r = &p->sites[i % p->nsites];
     r->site.x = p->x->bufs[r->xv];
-    r->site.dy = p->x->bufs[r->dyv];
+    r->site.dy = p->x->bufs[r->dyv[i / p->nsites]];
     int how = 0;
     double f = mntk_site_gram(n, &r->site, p->grams + (size_t)r->module * nn, &how);
     if (f < 0) {
@@ -296,6 +326,9 @@ int probe_run(Probe *p, const void *inputs, const void *targets, double *lambda,
     if (how == MNTK_MATERIALISED) p->last.nmaterialised++;
     else p->last.nstructured++;
   }
+  /* Rademacher mode: the mean over the vectors. */
+  if (p->pg.nvec > 1)
+    for (int64_t e = 0; e < (int64_t)p->nmod * nn; e++) p->grams[e] /= p->pg.nvec;
   for (int k = 0; k < p->nmod; k++)
     for (int64_t e = 0; e < nn; e++) p->gall[e] += p->grams[(size_t)k * nn + e];
   gf += (double)p->nmod * nn;
@@ -332,8 +365,20 @@ int64_t probe_nsamples(const Probe *p) { return p->n; }
 const char *probe_error(const Probe *p) { return p->err; }
 void probe_stats(const Probe *p, ProbeStats *s) { *s = p->last; }
 
+int probe_set_vectors(Probe *p, const float *v) {
+  if (!p->vec_elems) return MATC_ERR;
+  free(p->user_vectors);
+  p->user_vectors = NULL;
+  if (!v) return MATC_OK;
+  p->user_vectors = malloc(sizeof(float) * p->vec_elems * p->pg.nvec);
+  memcpy(p->user_vectors, v, sizeof(float) * p->vec_elems * p->pg.nvec);
+  return MATC_OK;
+}
+
 void probe_free(Probe *p) {
   if (!p) return;
+  for (int i = 0; i < p->nsites; i++) free(p->sites[i].dyv);
+  free(p->user_vectors);
   exec_free(p->x);
   if (p->g) graph_free(p->g);
   free(p->sites);

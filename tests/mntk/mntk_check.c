@@ -33,7 +33,7 @@ typedef struct {
 } RefModule;
 
 static RefModule mods[MAXMOD];
-static int nmods, failed, passed, use_partition;
+static int nmods, failed, passed, use_partition, rademacher;
 static double ref_lambda_all, ref_trace_all;
 static int64_t nsamples;
 static char model_rel[512];
@@ -52,6 +52,7 @@ static int read_reference(const char *path) {
     if (sscanf(line, "model %511s", model_rel) == 1) continue;
     if (sscanf(line, "samples %lld", &a) == 1) { nsamples = a; continue; }
     if (!strncmp(line, "partition auto", 14)) { use_partition = 1; continue; }
+    if (sscanf(line, "rademacher %lld", &a) == 1) { rademacher = (int)a; continue; }
     if (sscanf(line, "all %lf %lf", &ref_lambda_all, &ref_trace_all) == 2) continue;
     if (nmods < MAXMOD && sscanf(line, "module %255s %31s", mods[nmods].name, mods[nmods].kind) == 2) {
       nmods++;
@@ -273,10 +274,22 @@ int main(int argc, char **argv) {
   if (!g || make_modules(g)) return 1;
   TrainConfig cfg = config(&tg);
   Probe *p;
-  int rc = probe_new(g, &cfg, nsamples, &p);
+  ProbeOptions po = {rademacher, 1};
+  int rc = probe_new_opts(g, &cfg, nsamples, &po, &p);
   if (rc) {
     fprintf(stderr, "mntk_check: %s\n", g->err);
     return rc == MATC_UNSUPPORTED ? 77 : 1;
+  }
+  expect("probe_set_vectors refuses the loss mode", rademacher || probe_set_vectors(p, NULL) == MATC_ERR);
+  if (rademacher) {
+    /* The reference's sign vectors, [m, logits dims but the first]. */
+    Tensor vt;
+    snprintf(path, sizeof path, "%s/tests/mntk/%s/vectors.pb", src, name);
+    if (import_tensor_file(a, path, &vt, &tn, err, sizeof err) || vt.dt != DT_F32 || vt.dims[0] != rademacher) {
+      fprintf(stderr, "mntk_check: %s: %s\n", path, err);
+      return 1;
+    }
+    expect("probe_set_vectors", probe_set_vectors(p, vt.data) == MATC_OK);
   }
   double *lam = calloc(nmods, sizeof(double)), *tr = calloc(nmods, sizeof(double)), lall, tall, flops;
   expect("probe_nmodules", probe_nmodules(p) == nmods);
@@ -308,6 +321,7 @@ int main(int argc, char **argv) {
   expect("probe FLOPs counted", flops > 0);
 
   /* Shared parameters: the probe must read another graph's current weights. */
+  snprintf(path, sizeof path, "%s/%s", src, model_rel);
   Graph *train = load(path, &in, nsamples);
   if (!train) return 1;
   probe_share_params(p, train);
