@@ -11,6 +11,7 @@
  * counted loops with constant strides and vectorizes the inner ones.
  * Loop counters and accumulators live in allocas that SROA promotes. */
 #include "codegen.h"
+#include "../passes/guards.h"
 #include "../runtime/rt.h"
 
 #include <llvm-c/Core.h>
@@ -692,6 +693,35 @@ static int64_t kernel_cost(Kernel *k) {
   return c;
 }
 
+/* MAT guards: true when the kernel's predicate holds, the OR of its
+ * modules' guard bytes (negated for a zeroing kernel). */
+static LLVMValueRef guard_cond(CG *c, LLVMValueRef guards, int pred) {
+  Graph *g = c->g;
+  const Guards *gd = g->guards;
+  const uint64_t *set = gd->sets + (size_t)pred * gd->nwords;
+  LLVMValueRef any = NULL;
+  for (int m = 0; m < g->nmodules; m++) {
+    if (!((set[m / 64] >> (m % 64)) & 1)) continue;
+    LLVMValueRef p = LLVMBuildGEP2(c->b, c->i8, guards, (LLVMValueRef[]){ci64(c, m)}, 1, "");
+    LLVMValueRef byte = LLVMBuildLoad2(c->b, c->i8, p, "");
+    LLVMValueRef on = LLVMBuildICmp(c->b, LLVMIntNE, byte, LLVMConstInt(c->i8, 0, 0), "");
+    any = any ? LLVMBuildOr(c->b, any, on, "") : on;
+  }
+  if (!any) any = LLVMConstInt(c->i1, 0, 0);
+  return gd->negate[pred] ? LLVMBuildNot(c->b, any, "") : any;
+}
+
+/* Ends a guarded kernel's block (and its timing) and continues after it. */
+static void guard_close(CG *c, LLVMBasicBlockRef after, int *prev, LLVMTypeRef prof_ty, LLVMValueRef prof_end) {
+  if (!after) return;
+  if (c->g->profile && *prev >= 0) {
+    LLVMBuildCall2(c->b, prof_ty, prof_end, (LLVMValueRef[]){ci64(c, *prev)}, 1, "");
+    *prev = -1;
+  }
+  LLVMBuildBr(c->b, after);
+  LLVMPositionBuilderAtEnd(c->b, after);
+}
+
 int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *entry) {
   CG c = {0};
   c.g = g;
@@ -731,9 +761,29 @@ int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *e
   LLVMValueRef prof_begin = g->profile ? declare(&c, "matc_rt_prof_begin", prof_ty) : NULL;
   LLVMValueRef prof_end = g->profile ? declare(&c, "matc_rt_prof_end", prof_ty) : NULL;
   int prev = -1;
+  /* MAT guards: the guard bytes, read once per step (the runtime writes
+   * them between steps). */
+  LLVMValueRef guards = NULL;
+  if (g->guards && g->guard_value >= 0) {
+    LLVMValueRef slot = LLVMBuildGEP2(c.b, c.ptr, bufs, (LLVMValueRef[]){ci64(&c, g->guard_value)}, 1, "");
+    guards = LLVMBuildLoad2(c.b, c.ptr, slot, "guards");
+  }
   for (int i = 0; i < g->nkernels; i++) {
     Kernel *k = &g->kernels[i];
     if (k->dead) continue;
+    /* A guarded kernel: branch around its call (and its timing). */
+    LLVMBasicBlockRef after = NULL;
+    if (guards && k->pred > 0) {
+      if (g->profile && prev >= 0) {
+        LLVMBuildCall2(c.b, prof_ty, prof_end, (LLVMValueRef[]){ci64(&c, prev)}, 1, "");
+        prev = -1;
+      }
+      LLVMValueRef cond = guard_cond(&c, guards, k->pred);
+      LLVMBasicBlockRef run = LLVMAppendBasicBlockInContext(cx, mainf, "guarded");
+      after = LLVMAppendBasicBlockInContext(cx, mainf, "next");
+      LLVMBuildCondBr(c.b, cond, run, after);
+      LLVMPositionBuilderAtEnd(c.b, run);
+    }
     if (g->profile) {
       if (prev >= 0) LLVMBuildCall2(c.b, prof_ty, prof_end, (LLVMValueRef[]){ci64(&c, prev)}, 1, "");
       LLVMBuildCall2(c.b, prof_ty, prof_begin, (LLVMValueRef[]){ci64(&c, i)}, 1, "");
@@ -743,6 +793,7 @@ int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *e
       int64_t n = k->nvar ? k->ext[0] : 1;
       LLVMValueRef args[4] = {kfn[i], bufs, ci64(&c, n), ci64(&c, kernel_cost(k))};
       LLVMBuildCall2(c.b, pf_ty, pf, args, 4, "");
+      guard_close(&c, after, &prev, prof_ty, prof_end);
       continue;
     }
     for (int j = 0; j < k->nargs; j++) {
@@ -763,6 +814,7 @@ int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *e
     LLVMSetLinkage(gv, LLVMPrivateLinkage);
     LLVMValueRef f = declare(&c, extern_names[k->ext_fn], c.ext_ty);
     LLVMBuildCall2(c.b, c.ext_ty, f, (LLVMValueRef[]){argv, gv}, 2, "");
+    guard_close(&c, after, &prev, prof_ty, prof_end);
   }
   if (g->profile && prev >= 0)
     LLVMBuildCall2(c.b, prof_ty, prof_end, (LLVMValueRef[]){ci64(&c, prev)}, 1, "");

@@ -10,6 +10,7 @@
 static const Pass backend_passes[] = {
     {"eliminate-dead", eliminate_dead},
     {"lower-kernels", lower_kernels},
+    {"guard-kernels", guard_kernels},
     {"fuse-elementwise", fuse_elementwise},
     {"merge-loops", merge_loops},
     {"plan-memory", plan_memory},
@@ -48,6 +49,10 @@ int exec_new(Graph *g, Exec **out) {
       return fail(g, -1, -1, "out of memory allocating %zu bytes for '%s'", bytes, val->name);
     }
     memset(x->owned[v], 0, bytes);
+    /* An input with an initial value (the MAT guard bytes start all ones)
+     * starts with it. */
+    if (val->kind == V_INPUT && val->data && val->data->data)
+      memcpy(x->owned[v], val->data->data, (size_t)value_nelem(val) * dt_size(val->dt));
     x->bufs[v] = x->owned[v];
   }
   for (int v = 0; v < g->nvals; v++) {

@@ -602,6 +602,8 @@ int kernels_interpret(Graph *g, int k0, int k1, void **ptrs) {
   for (int i = k0; i < k1; i++) {
     Kernel *k = &g->kernels[i];
     if (k->dead) continue;
+    /* MAT guards: the guard bytes are an input like any other. */
+    if (k->pred > 0 && g->guard_value >= 0 && !guard_pred_runs(g, k->pred, ptrs[g->guard_value])) continue;
     if (k->kind == K_LOOP) {
       run_loop(g, k, ptrs);
     } else {
@@ -629,23 +631,33 @@ static int64_t expr_ops(const Expr *e) {
  * for a loop kernel its iterations times the operations of its body (plus
  * the accumulation of a reduction, plus its post expression per output).
  * Copies count zero. */
+static double kernel_flops(const Kernel *k) {
+  if (k->kind == K_EXTERN) {
+    if (k->ext_fn != EXT_gemm) return 0;
+    double b = 1;
+    for (int l = 0; l < k->p[GEMM_NB]; l++) b *= (double)k->p[GEMM_BATCH + 4 * l];
+    return 2.0 * b * k->p[GEMM_M] * k->p[GEMM_N] * k->p[GEMM_K];
+  }
+  double outer = 1, inner = 1;
+  for (int v = 0; v < k->nvar; v++) outer *= (double)k->ext[v];
+  for (int v = k->nvar; v < k->nvar + k->nred; v++) inner *= (double)k->ext[v];
+  double body = (double)expr_ops(k->body) + (k->red != R_NONE ? 1 : 0);
+  return outer * inner * body + outer * (double)expr_ops(k->post);
+}
+
 double kernels_flops(Graph *g) {
+  double total = 0;
+  for (int i = 0; i < g->nkernels; i++)
+    if (!g->kernels[i].dead) total += kernel_flops(&g->kernels[i]);
+  return total;
+}
+
+/* MAT guards: only the kernels whose predicate holds under `guards`. */
+double kernels_flops_guarded(Graph *g, const uint8_t *guards) {
   double total = 0;
   for (int i = 0; i < g->nkernels; i++) {
     Kernel *k = &g->kernels[i];
-    if (k->dead) continue;
-    if (k->kind == K_EXTERN) {
-      if (k->ext_fn != EXT_gemm) continue;
-      double b = 1;
-      for (int l = 0; l < k->p[GEMM_NB]; l++) b *= (double)k->p[GEMM_BATCH + 4 * l];
-      total += 2.0 * b * k->p[GEMM_M] * k->p[GEMM_N] * k->p[GEMM_K];
-      continue;
-    }
-    double outer = 1, inner = 1;
-    for (int v = 0; v < k->nvar; v++) outer *= (double)k->ext[v];
-    for (int v = k->nvar; v < k->nvar + k->nred; v++) inner *= (double)k->ext[v];
-    double body = (double)expr_ops(k->body) + (k->red != R_NONE ? 1 : 0);
-    total += outer * inner * body + outer * (double)expr_ops(k->post);
+    if (!k->dead && guard_pred_runs(g, k->pred, guards)) total += kernel_flops(k);
   }
   return total;
 }

@@ -155,6 +155,7 @@ typedef struct Graph {
    * DT_U8 [nmodules] graph input `matc.guards` (guard_value, -1 if none) */
   struct Module *modules; int nmodules;
   int guard_value;
+  struct Guards *guards;         /* predicates of nodes and kernels, NULL if none */
 } Graph;
 
 Graph *graph_new(const char *path);
@@ -347,6 +348,7 @@ typedef struct Kernel {
   int64_t argoff[KMAX_EXT_ARGS]; /* element offsets */
   int np;
   int64_t p[KMAX_EXT_PARAMS];
+  int pred;                      /* guard predicate (passes/guards.c), 0 = always runs */
 } Kernel;
 
 /* A scratch value of a node (a row statistic, an im2col buffer): produced
@@ -506,8 +508,9 @@ typedef struct {
   int slice_out;                 /* 1: slice of y's features, 0: of x's */
   int64_t begin, end;            /* feature range, or 0, 0 for all */
   int stacked;                   /* 1: the weight is a stacked [E, K, N] MatMul
-                                    weight and [begin, end) are experts: x's and
-                                    y's leading (expert) axis, all features */
+                                    weight and [begin, end) are experts: the
+                                    expert axis of y (third from last) and of x
+                                    (where x broadcasts it, size 1: all of x) */
 } ProbeSite;
 
 typedef struct Module {
@@ -542,8 +545,8 @@ int partition_trainable(Graph *g, int v, const char *freeze);
  * automatic modules in g. */
 int partition_apply_file(Graph *g, const PartitionOptions *o);
 /* Fills a module's sites for its slices that meet a Gemm/MatMul/Conv
- * weight, and its FLOPs (passes/partition.c). */
-void partition_find_sites(Graph *g, Module *m);
+ * weight, its parameter count and FLOPs (passes/partition_layers.c). */
+void partition_find_sites(Graph *g, Module *m, const char *freeze);
 /* GEMM/conv FLOPs of all layers with a trainable weight (one step). */
 void partition_total_flops(Graph *g, const char *freeze, double *fwd, double *bwd);
 
@@ -568,6 +571,29 @@ int build_probe(Graph *g, const TrainConfig *cfg, int nvec, ProbeGraph *pg);
 /* Fills an empty m->sites from its slices: every Gemm/MatMul/Conv that
  * uses a sliced parameter as its weight, with the bias slice attached. */
 int find_probe_sites(Graph *g, Module *m);
+
+/* Guards (passes/guards.c, passes/guard_kernels.c). A predicate is a set
+ * of modules: its work runs iff some module of the set is active (guard
+ * byte nonzero); a negated one runs iff none is (it zeroes what a skipped
+ * kernel would have written, for readers that run anyway). Predicate 0 is
+ * "always". insert_guards runs after build_train_step and gives every node
+ * a predicate and a per-slice split plan; guard_kernels (after lowering)
+ * gives kernels theirs, splits the weight-gradient and optimizer kernels
+ * of sliced parameters per slice, and adds the zeroing kernels. */
+typedef struct Guards Guards;
+int insert_guards(Graph *g, const TrainStep *ts, int stop_mode);
+int guard_kernels(Graph *g);
+/* Does predicate `pred` run under these guard bytes? */
+int guard_pred_runs(const Graph *g, int pred, const uint8_t *guards);
+/* Is it a zeroing kernel's predicate (runs iff none of its modules is)? */
+int guard_pred_negated(const Graph *g, int pred);
+/* Does pred a running imply pred b runs (a's set within b's)? */
+int guard_pred_implies(const Graph *g, int a, int b);
+/* The modules of a predicate, for dumps: "{0,3}", "!{2}", "always". */
+const char *guard_pred_str(const Graph *g, int pred, char *buf, size_t len);
+/* Operations one run executes with these guard bytes (kernels_flops is
+ * the full count). */
+double kernels_flops_guarded(Graph *g, const uint8_t *guards);
 
 /* Pass pipeline with verification and --dump-after. */
 typedef struct {

@@ -193,7 +193,10 @@ static Expr *fuse_into(Fuser *f, Expr *e) {
     int var_of_dim[MATC_MAX_RANK], group_last[MATC_MAX_RANK];
     Value *t = &f->g->vals[e->val];
     Kernel *p = &f->g->kernels[f->u->writer[e->val]];
-    if (map_dims(f->g, f->c, e, var_of_dim, group_last) &&
+    /* MAT guards: the producer's work moves under the consumer's
+     * predicate, so the consumer may run only when the producer would. */
+    if (guard_pred_implies(f->g, f->c->pred, p->pred) &&
+        map_dims(f->g, f->c, e, var_of_dim, group_last) &&
         mergeable(p->body, t->dims, var_of_dim, group_last, t->rank)) {
       f->changed = 1;
       return rename_vars(f->g, p->body, var_of_dim, group_last, t->rank);

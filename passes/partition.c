@@ -18,259 +18,10 @@
  *      MOD_OTHER module per layer name.
  * Sites and FLOPs come from the slices (partition_find_sites), so the
  * automatic and the user's modules are described the same way. */
-#include "matc_internal.h"
+#include "partition.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-/* ---------------------------------------------------------------- layers */
-
-typedef struct {
-  int node;
-  int x, w, b;                   /* data input, weight, bias (-1 if none) */
-  int y;                         /* output after the bias */
-  int out_axis, in_axis;         /* axes of w holding output / input features */
-  int stacked;                   /* w is [E, K, N] (MatMul) */
-  int64_t rows, K, N, E;         /* GEMM shape: rows x K times K x N (per expert) */
-} Layer;
-
-/* Values that use v, as (node, input) pairs. */
-typedef struct {
-  int *start, *node, *input;     /* CSR over values */
-} Uses;
-
-static Uses uses_build(Graph *g) {
-  Uses u;
-  u.start = calloc(g->nvals + 1, sizeof(int));
-  int n = 0;
-  for (int i = 0; i < g->nnodes; i++) {
-    Node *nd = &g->nodes[i];
-    if (nd->dead) continue;
-    for (int j = 0; j < nd->nin; j++)
-      if (nd->in[j] >= 0) u.start[nd->in[j] + 1]++, n++;
-  }
-  for (int v = 0; v < g->nvals; v++) u.start[v + 1] += u.start[v];
-  u.node = malloc(sizeof(int) * ((size_t)n + 1));
-  u.input = malloc(sizeof(int) * ((size_t)n + 1));
-  int *fill = calloc((size_t)g->nvals + 1, sizeof(int));
-  for (int i = 0; i < g->nnodes; i++) {
-    Node *nd = &g->nodes[i];
-    if (nd->dead) continue;
-    for (int j = 0; j < nd->nin; j++) {
-      int v = nd->in[j];
-      if (v < 0) continue;
-      int k = u.start[v] + fill[v]++;
-      u.node[k] = i;
-      u.input[k] = j;
-    }
-  }
-  free(fill);
-  return u;
-}
-
-static void uses_free(Uses *u) {
-  free(u->start);
-  free(u->node);
-  free(u->input);
-}
-
-static int nuses(const Uses *u, int v) { return u->start[v + 1] - u->start[v]; }
-
-static int is_float_param(Graph *g, int v) {
-  return v >= 0 && g->vals[v].kind == V_PARAM && dt_is_float(g->vals[v].dt);
-}
-
-static int in_list(const char *list, const char *name) {
-  size_t n = strlen(name);
-  for (const char *p = list; p && *p;) {
-    const char *e = strchr(p, ',');
-    size_t len = e ? (size_t)(e - p) : strlen(p);
-    if (len == n && strncmp(p, name, n) == 0) return 1;
-    p = e ? e + 1 : NULL;
-  }
-  return 0;
-}
-
-/* The same rule as build_train_step's collect_params. */
-int partition_trainable(Graph *g, int v, const char *freeze) {
-  if (!is_float_param(g, v) || in_list(freeze, g->vals[v].name)) return 0;
-  int used = 0;
-  for (int i = 0; i < g->nnodes; i++) {
-    Node *n = &g->nodes[i];
-    if (n->dead) continue;
-    for (int j = 0; j < n->nin; j++) {
-      if (n->in[j] != v) continue;
-      if (n->op == OP_BatchNormalization && (j == 3 || j == 4)) return 0;
-      used = 1;
-    }
-  }
-  return used;
-}
-
-/* A MatMul's bias: the only use of y is an Add with a float parameter of
- * N elements along y's last axis. Sets *add to that node. */
-static int matmul_bias(Graph *g, const Uses *u, int y, int64_t N, int *add) {
-  if (nuses(u, y) != 1) return -1;
-  Node *n = &g->nodes[u->node[u->start[y]]];
-  if (n->op != OP_Add || n->nin != 2) return -1;
-  int other = n->in[1 - u->input[u->start[y]]];
-  Value *b = &g->vals[other];
-  if (!is_float_param(g, other) || b->rank < 1 || b->dims[b->rank - 1] != N ||
-      value_nelem(b) != N)
-    return -1;
-  *add = u->node[u->start[y]];
-  return other;
-}
-
-/* Is node i a layer (Gemm/MatMul/Conv with a float parameter weight)? */
-static int layer_at(Graph *g, const Uses *u, int i, Layer *L) {
-  Node *n = &g->nodes[i];
-  memset(L, 0, sizeof *L);
-  L->node = i;
-  L->b = -1;
-  if (n->dead || n->nin < 2 || n->nout < 1 || !is_float_param(g, n->in[1])) return 0;
-  L->x = n->in[0];
-  L->w = n->in[1];
-  L->y = n->out[0];
-  Value *w = &g->vals[L->w], *y = &g->vals[L->y];
-  if (w->rank < 0 || y->rank < 1) return 0;
-  if (n->op == OP_MatMul && (w->rank == 2 || w->rank == 3)) {
-    L->stacked = w->rank == 3;
-    L->in_axis = w->rank - 2;
-    L->out_axis = w->rank - 1;
-    L->K = w->dims[L->in_axis];
-    L->N = w->dims[L->out_axis];
-    L->E = L->stacked ? w->dims[0] : 1;
-    if (L->stacked && (y->rank < 3 || y->dims[y->rank - 3] != L->E)) return 0;
-    L->rows = value_nelem(y) / (L->N * L->E);
-    int add = -1;
-    L->b = matmul_bias(g, u, L->y, L->N, &add);
-    if (L->b < 0 && L->stacked) {
-      /* a stacked bias [E, 1, N] */
-      if (nuses(u, L->y) == 1 && g->nodes[u->node[u->start[L->y]]].op == OP_Add) {
-        Node *a = &g->nodes[u->node[u->start[L->y]]];
-        int other = a->in[1 - u->input[u->start[L->y]]];
-        Value *b = &g->vals[other];
-        if (is_float_param(g, other) && b->rank >= 2 && value_nelem(b) == L->E * L->N &&
-            b->dims[0] == L->E && b->dims[b->rank - 1] == L->N)
-          L->b = other, add = u->node[u->start[L->y]];
-      }
-    }
-    if (L->b >= 0) L->y = g->nodes[add].out[0];
-    return 1;
-  }
-  if (n->op == OP_Gemm && w->rank == 2) {
-    int tb = (int)attr_i(n, "transB", 0);
-    L->out_axis = tb ? 0 : 1;
-    L->in_axis = tb ? 1 : 0;
-    L->K = w->dims[L->in_axis];
-    L->N = w->dims[L->out_axis];
-    L->E = 1;
-    L->rows = value_nelem(y) / L->N;
-    if (n->nin > 2 && is_float_param(g, n->in[2]) && value_nelem(&g->vals[n->in[2]]) == L->N &&
-        g->vals[n->in[2]].dims[g->vals[n->in[2]].rank - 1] == L->N)
-      L->b = n->in[2];
-    return 1;
-  }
-  if (n->op == OP_Conv && w->rank >= 3) {
-    L->out_axis = 0;
-    L->in_axis = 1;
-    L->N = w->dims[0];
-    L->K = value_nelem(w) / L->N;
-    L->E = 1;
-    L->rows = value_nelem(y) / L->N;
-    if (n->nin > 2 && is_float_param(g, n->in[2])) L->b = n->in[2];
-    return 1;
-  }
-  return 0;
-}
-
-/* Does each value depend on a trainable parameter (so a backward pass
- * computes its gradient)? Nodes are in topological order. */
-static char *needs_grad(Graph *g, const char *freeze) {
-  char *need = calloc(g->nvals, 1);
-  for (int v = 0; v < g->nvals; v++) need[v] = (char)partition_trainable(g, v, freeze);
-  for (int i = 0; i < g->nnodes; i++) {
-    Node *n = &g->nodes[i];
-    if (n->dead) continue;
-    int any = 0;
-    for (int j = 0; j < n->nin; j++)
-      if (n->in[j] >= 0 && need[n->in[j]] && dt_is_float(g->vals[n->in[j]].dt)) any = 1;
-    for (int j = 0; j < n->nout; j++)
-      if (n->out[j] >= 0 && dt_is_float(g->vals[n->out[j]].dt)) need[n->out[j]] |= (char)any;
-  }
-  return need;
-}
-
-/* ---------------------------------------------------------------- sites and FLOPs */
-
-static int same_range(const ParamSlice *s, int64_t b, int64_t e) {
-  return s->axis < 0 ? b == 0 && e == 0 : s->begin == b && s->end == e;
-}
-
-void partition_find_sites(Graph *g, Module *m) {
-  Uses u = uses_build(g);
-  char *need = needs_grad(g, NULL);
-  int cap = 0;
-  m->nsites = 0;
-  m->sites = NULL;
-  m->fwd_flops = m->bwd_flops = 0;
-  m->nparams = 0;
-  for (int s = 0; s < m->nslices; s++) {
-    ParamSlice *ps = &m->slices[s];
-    Value *pv = &g->vals[ps->param];
-    m->nparams += ps->axis < 0 ? value_nelem(pv) : value_nelem(pv) / pv->dims[ps->axis] * (ps->end - ps->begin);
-  }
-  for (int i = 0; i < g->nnodes; i++) {
-    Layer L;
-    if (!layer_at(g, &u, i, &L)) continue;
-    for (int s = 0; s < m->nslices; s++) {
-      ParamSlice *ps = &m->slices[s];
-      if (ps->param != L.w) continue;
-      ProbeSite site = {.node = i, .weight = s, .bias = -1, .slice_out = 1};
-      double frac;
-      if (ps->axis < 0) {
-        frac = 1;
-      } else if (L.stacked && ps->axis == 0) {
-        site.stacked = 1;
-        site.begin = ps->begin, site.end = ps->end;
-        frac = (double)(ps->end - ps->begin) / L.E;
-      } else if (ps->axis == L.out_axis) {
-        site.begin = ps->begin, site.end = ps->end;
-        frac = (double)(ps->end - ps->begin) / L.N;
-      } else if (ps->axis == L.in_axis && g->nodes[i].op != OP_Conv) {
-        site.slice_out = 0;
-        site.begin = ps->begin, site.end = ps->end;
-        frac = (double)(ps->end - ps->begin) / L.K;
-      } else {
-        continue;                /* a slice the structured formula cannot read */
-      }
-      /* the bias slice added to the same outputs */
-      for (int t = 0; t < m->nslices && L.b >= 0 && site.slice_out; t++) {
-        ParamSlice *bs = &m->slices[t];
-        if (bs->param != L.b) continue;
-        if (site.stacked ? bs->axis == 0 && same_range(bs, site.begin, site.end)
-                         : (bs->axis < 0 && ps->axis < 0) ||
-                               (bs->axis == g->vals[L.b].rank - 1 && same_range(bs, site.begin, site.end)))
-          site.bias = t;
-      }
-      if (m->nsites == cap) {
-        cap = cap ? 2 * cap : 4;
-        ProbeSite *ns = arena_alloc(g->arena, sizeof *ns * cap);
-        if (m->nsites) memcpy(ns, m->sites, sizeof *ns * m->nsites);
-        m->sites = ns;
-      }
-      m->sites[m->nsites++] = site;
-      /* forward 2*rows*K*N over the slice; backward the weight gradient
-       * plus the input gradient when the input needs one */
-      double fwd = 2.0 * L.rows * L.K * L.N * L.E * frac;
-      m->fwd_flops += fwd;
-      m->bwd_flops += fwd * (1 + (L.x >= 0 && need[L.x]));
-    }
-  }
-  free(need);
-  uses_free(&u);
-}
 
 /* ---------------------------------------------------------------- names */
 
@@ -344,6 +95,7 @@ typedef struct {
   Module *mods;
   int n, cap;
   char *claimed;                 /* per value: in a module */
+  char *trainable;               /* per value: a parameter that trains */
 } Builder;
 
 static Module *mod_new(Builder *B, const char *name, ModuleKind kind) {
@@ -400,7 +152,7 @@ static int head_reshape(Graph *g, const Uses *u, int v, int64_t D, int64_t *Dh) 
  * updates *hax, or the value itself when nothing follows. */
 static int follow_layout(Graph *g, const Uses *u, int v, int *hax) {
   for (;;) {
-    if (nuses(u, v) != 1) return v;
+    if (uses_count(u, v) != 1) return v;
     int k = u->start[v];
     Node *n = &g->nodes[u->node[k]];
     int r = g->vals[v].rank;
@@ -426,7 +178,7 @@ static int follow_layout(Graph *g, const Uses *u, int v, int *hax) {
 static int find_output_projection(Graph *g, const Uses *u, const Stream *s, const Layer *layers, int nl) {
   int hax = g->vals[s->split].rank - 2;
   int v = follow_layout(g, u, s->split, &hax);
-  if (nuses(u, v) != 1) return -1;
+  if (uses_count(u, v) != 1) return -1;
   Node *mm = &g->nodes[u->node[u->start[v]]];
   int r = g->vals[v].rank;
   if (mm->op != OP_MatMul || u->input[u->start[v]] != 1 || hax >= r - 2) return -1;
@@ -434,7 +186,7 @@ static int find_output_projection(Graph *g, const Uses *u, const Stream *s, cons
   int ro = g->vals[out].rank;
   hax += ro - r;                 /* batch axes align on the right */
   v = follow_layout(g, u, out, &hax);
-  if (nuses(u, v) != 1) return -1;
+  if (uses_count(u, v) != 1) return -1;
   Node *rs = &g->nodes[u->node[u->start[v]]];
   Value *in = &g->vals[v];
   if (rs->op != OP_Reshape || hax != in->rank - 2 || in->dims[in->rank - 1] != s->Dh) return -1;
@@ -632,16 +384,17 @@ static int is_output_layer(Graph *g, const Uses *u, const Layer *layers, int nl,
   return found;
 }
 
-/* Groups name -> prefix without the last ".weight"-like suffix. */
-static void add_others(Builder *B, const char *freeze) {
+/* One MOD_OTHER module per name without its ".weight"-like suffix
+ * ("layers.0.ln1" holds ln1.weight and ln1.bias). */
+static void add_others(Builder *B) {
   Graph *g = B->g;
   for (int v = 0; v < g->nvals; v++) {
-    if (B->claimed[v] || !partition_trainable(g, v, freeze)) continue;
+    if (B->claimed[v] || !B->trainable[v]) continue;
     char *nm = layer_name_from_param(g, g->vals[v].name);
     if (!nm) nm = arena_strdup(g->arena, g->vals[v].name);
     Module *m = mod_new(B, nm, MOD_OTHER);
     for (int w = v; w < g->nvals; w++) {
-      if (B->claimed[w] || !partition_trainable(g, w, freeze)) continue;
+      if (B->claimed[w] || !B->trainable[w]) continue;
       char *nw = layer_name_from_param(g, g->vals[w].name);
       if (strcmp(nw ? nw : g->vals[w].name, nm) == 0) mod_slice(B, m, w, -1, 0, 0);
     }
@@ -666,13 +419,13 @@ int partition_modules(Graph *g, const PartitionOptions *o) {
   PartitionOptions none = {0};
   if (!o) o = &none;
   Uses u = uses_build(g);
-  Builder B = {.g = g, .claimed = calloc(g->nvals, 1)};
+  Builder B = {.g = g, .claimed = calloc((size_t)g->nvals + 1, 1), .trainable = trainable_mask(g, o->freeze)};
   Layer *layers = malloc(sizeof *layers * (g->nnodes + 1));
   int nl = 0;
   for (int i = 0; i < g->nnodes; i++) {
     Layer L;
-    if (!layer_at(g, &u, i, &L) || !partition_trainable(g, L.w, o->freeze)) continue;
-    if (L.b >= 0 && !partition_trainable(g, L.b, o->freeze)) L.b = -1;
+    if (!layer_at(g, &u, i, &L) || !B.trainable[L.w]) continue;
+    if (L.b >= 0 && !B.trainable[L.b]) L.b = -1;
     layers[nl++] = L;
   }
   /* a parameter used by two layers (tied weights) belongs to neither:
@@ -690,29 +443,19 @@ int partition_modules(Graph *g, const PartitionOptions *o) {
     mod_layer(&B, m, &layers[l]);
     used[l] = 1;
   }
-  if (o->others_as_modules) add_others(&B, o->freeze);
+  if (o->others_as_modules) add_others(&B);
   unique_names(&B);
   g->modules = arena_alloc(g->arena, sizeof(Module) * (B.n + 1));
   if (B.n) memcpy(g->modules, B.mods, sizeof(Module) * B.n);
   g->nmodules = B.n;
   free(B.mods);
   free(B.claimed);
+  free(B.trainable);
   free(layers);
   free(used);
   uses_free(&u);
-  for (int k = 0; k < g->nmodules; k++) partition_find_sites(g, &g->modules[k]);
+  for (int k = 0; k < g->nmodules; k++) partition_find_sites(g, &g->modules[k], o->freeze);
   if (o->partition_file) return partition_apply_file(g, o);
   return MATC_OK;
 }
 
-/* GEMM/conv FLOPs of every layer with a trainable weight, as if it were
- * one module: the reference the modules' FLOPs are a share of. */
-void partition_total_flops(Graph *g, const char *freeze, double *fwd, double *bwd) {
-  Module all = {.name = "all"};
-  all.slices = arena_alloc(g->arena, sizeof(ParamSlice) * (g->nvals + 1));
-  for (int v = 0; v < g->nvals; v++)
-    if (partition_trainable(g, v, freeze)) all.slices[all.nslices++] = (ParamSlice){v, -1, 0, 0};
-  partition_find_sites(g, &all);
-  *fwd = all.fwd_flops;
-  *bwd = all.bwd_flops;
-}

@@ -63,7 +63,8 @@ static int only_keys(Ctx *c, const char *mod, const Json *obj, const char *what,
 static int get_int(Ctx *c, const char *mod, const Json *obj, const char *key, int64_t *v) {
   const Json *j = json_get(obj, key);
   if (!j) return MATC_OK;
-  if (j->kind != JSON_NUMBER || j->number != (double)(int64_t)j->number)
+  /* range first: converting an out-of-range double to int64 is undefined */
+  if (j->kind != JSON_NUMBER || !(j->number > -9e15 && j->number < 9e15) || j->number != (double)(int64_t)j->number)
     return FAIL(c, mod, "line %d: \"%s\" must be an integer", j->line, key);
   *v = (int64_t)j->number;
   return MATC_OK;
@@ -235,6 +236,6 @@ int partition_apply_file(Graph *g, const PartitionOptions *o) {
   g->nmodules = n;
   for (int k = 0; k < n; k++)
     for (int i = 0; i < list->n; i++)
-      if (strcmp(out[k].name, user[i].name) == 0) partition_find_sites(g, &g->modules[k]);
+      if (strcmp(out[k].name, user[i].name) == 0) partition_find_sites(g, &g->modules[k], c.freeze);
   return MATC_OK;
 }

@@ -119,6 +119,24 @@ void print_modules_dot(Graph *g, FILE *f) {
           if (n->in[j] == g->modules[k].slices[s].param && owner[i] != k)
             owner[i] = owner[i] == -1 ? k : -2;
   }
+  /* a parameter-free node between two nodes of one module (the ReLU
+   * between an expert's two layers) joins that module's cluster */
+  for (int i = 0; i < g->nnodes; i++) {
+    Node *n = &g->nodes[i];
+    if (owner[i] != -1 || n->dead) continue;
+    int k = -1, ok = 1;
+    for (int j = 0; j < n->nin && ok; j++) {
+      int p = n->in[j] >= 0 ? g->vals[n->in[j]].producer : -1;
+      if (p < 0 || g->nodes[p].op == OP_Constant) continue;
+      if (owner[p] < 0 || (k >= 0 && owner[p] != k)) ok = 0;
+      else k = owner[p];
+    }
+    for (int c = 0; c < g->nnodes && ok && k >= 0; c++)
+      for (int j = 0; j < g->nodes[c].nin; j++)
+        for (int o = 0; o < n->nout; o++)
+          if (n->out[o] >= 0 && g->nodes[c].in[j] == n->out[o] && owner[c] != k) ok = 0;
+    if (ok && k >= 0) owner[i] = k;
+  }
   fprintf(f, "digraph model {\n  rankdir=TB;\n  node [shape=box, fontsize=10];\n");
   for (int k = 0; k < g->nmodules; k++) {
     Module *m = &g->modules[k];

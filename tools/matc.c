@@ -52,6 +52,30 @@ static int usage(const char *msg) {
   return 2;
 }
 
+/* --mat and --mat-* (README "MAT options"). Returns 2 after a usage message. */
+static int parse_mat_option(Options *o, const char *a, const char *v) {
+  char *end;
+  double d = strtod(v, &end);
+  int num = *v && !*end;
+  MatOptions *m = &o->mat;
+  if (!strcmp(a, "--mat") && (!strcmp(v, "on") || !strcmp(v, "off"))) o->mat_on = !strcmp(v, "on");
+  else if (!strcmp(a, "--mat-mode") && (!strcmp(v, "weights") || !strcmp(v, "stop"))) o->mat_stop = !strcmp(v, "stop");
+  else if (!strcmp(a, "--mat-ref") && mat_ref_parse(v) >= 0) m->ref = (MatRef)mat_ref_parse(v);
+  else if (!strcmp(a, "--mat-reentry") && (!strcmp(v, "on") || !strcmp(v, "off"))) m->reentry = !strcmp(v, "on");
+  else if (!strcmp(a, "--mat-warmup") && num && d >= 0) m->warmup = (int64_t)d;
+  else if (!strcmp(a, "--mat-refresh") && num && d >= 1) m->refresh = (int64_t)d;
+  else if (!strcmp(a, "--mat-alpha") && num && d >= 0) m->alpha = d;
+  else if (!strcmp(a, "--mat-beta") && num && d >= 0) m->beta = d;
+  else if (!strcmp(a, "--mat-patience") && num && d >= 1) m->patience = (int)d;
+  else if (!strcmp(a, "--mat-min-active") && num && d >= 0) m->min_active = (int)d;
+  else if (!strcmp(a, "--mat-probe-samples") && num && d >= 1) o->mat_probe_samples = (int64_t)d;
+  else {
+    fprintf(stderr, "matc: %s %s: not a valid MAT option value (see README, \"MAT options\")\n", a, v);
+    return 2;
+  }
+  return 0;
+}
+
 static int parse_args(int argc, char **argv, Options *o) {
   memset(o, 0, sizeof *o);
   o->rtol = 1e-3;
@@ -63,6 +87,8 @@ static int parse_args(int argc, char **argv, Options *o) {
   o->eval_fraction = 0.1;
   o->optimizer = "sgd";
   o->schedule = "constant";
+  mat_options_default(&o->mat);
+  o->mat_probe_samples = 32;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *next = i + 1 < argc ? argv[i + 1] : NULL;
@@ -82,6 +108,7 @@ static int parse_args(int argc, char **argv, Options *o) {
     else if (strcmp(a, "--warmup") == 0) { NEEDARG(); o->warmup = atoll(next); }
     else if (strcmp(a, "--schedule") == 0) { NEEDARG(); o->schedule = next; }
     else if (strcmp(a, "--eval-every") == 0) { NEEDARG(); o->eval_every = atoll(next); }
+    else if (strcmp(a, "--eval-data") == 0) { NEEDARG(); o->eval_data = next; }
     else if (strcmp(a, "--eval-fraction") == 0) { NEEDARG(); o->eval_fraction = atof(next); }
     else if (strcmp(a, "--seed") == 0) { NEEDARG(); o->seed = atoll(next); o->seed_set = 1; }
     else if (strcmp(a, "--checkpoint") == 0) { NEEDARG(); o->checkpoint = next; }
@@ -103,6 +130,7 @@ static int parse_args(int argc, char **argv, Options *o) {
     else if (strcmp(a, "--dot") == 0) o->dot = 1;
     else if (strcmp(a, "--partition") == 0) { NEEDARG(); o->partition = next; }
     else if (strcmp(a, "--others-as-modules") == 0) o->others_as_modules = 1;
+    else if (strncmp(a, "--mat", 5) == 0) { NEEDARG(); if (parse_mat_option(o, a, next)) return 2; }
     else if (strcmp(a, "-v") == 0) o->verbose = 1;
     else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(usage_text, stdout); exit(0); }
     else if (a[0] == '-' && a[1]) {

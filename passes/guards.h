@@ -1,0 +1,33 @@
+/* guards.h: the guard tables insert_guards fills and guard_kernels,
+ * codegen, the interpreter and FLOP counting read (see passes/guards.c). */
+#ifndef MATC_GUARDS_H
+#define MATC_GUARDS_H
+
+#include "matc_internal.h"
+
+/* A parameter cut into slices along one axis: its ranges, each under the
+ * predicate of its module (0 for a part no module owns). */
+typedef struct {
+  int param;
+  int nranges;
+  int64_t *begin, *end;
+  int *pred;
+} GuardSplit;
+
+struct Guards {
+  int nwords;                  /* uint64 words per module set */
+  int stop_mode;
+  int npreds, cappreds;
+  uint64_t *sets;              /* npreds sets; pred 0 = always */
+  char *negate;
+  int nnodes;                  /* nodes when the pass ran; later ones run always */
+  int *node_pred;
+  int *node_split;             /* per node: index into splits, -1 if not split */
+  int *node_axis;              /* the axis of the node's output 0 that is sliced */
+  GuardSplit *splits;
+  int nsplits;
+};
+
+int guards_intern(Guards *gd, const uint64_t *bits, int always, int negate);
+
+#endif

@@ -1,0 +1,508 @@
+/* guards.c: MAT guard branches in the compiled training step.
+ *
+ *   unit_guards                       mlp, all checks (quick)
+ *   unit_guards exact MODEL OPT [heads]   exactness in weights mode
+ *   unit_guards stop MODEL            stop mode drops the gradient below a frozen module
+ *   unit_guards bench MODEL BATCH [heads] step FLOPs and time, 0/25/50/75% of heads frozen
+ *
+ * MODEL is a path to model.onnx; OPT is sgd or adamw (both with weight
+ * decay 0.01; SGD with momentum 0.9). With `heads`, attention projections
+ * (*.q/k/v.weight column slices, *.o.weight row slices) are one module per
+ * head; every other Gemm/MatMul/Conv weight (with its bias) is one module.
+ * This is a stand-in for passes/partition.c.
+ *
+ * Exactness: for each guard pattern and for 3 steps, from the guarded
+ * run's state the same step is run twice: once with every guard on (the
+ * reference) and once with the pattern. Parameters and optimizer state of
+ * active modules and always-on parameters must equal the reference (the
+ * gradient enters both linearly, so a wrong gradient shows); those of
+ * frozen modules must be bit-identical to before the step. Step 1 with
+ * every guard on must also match a graph compiled without guards. */
+#include "../../compiler/exec.h"
+#include "../../runtime/rt.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAXHEADS 64
+
+static int failures;
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t next_rand(void) {
+  rng ^= rng << 13;
+  rng ^= rng >> 7;
+  rng ^= rng << 17;
+  return rng;
+}
+static double uniform(void) { return (next_rand() >> 11) * (1.0 / 9007199254740992.0); }
+
+/* ---------------------------------------------------------------- stand-in partition */
+
+static int ends_with(const char *s, const char *suf) {
+  size_t a = strlen(s), b = strlen(suf);
+  return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+/* The bias added to a MatMul's output: Add(out, b) with b a rank-1 param. */
+static int matmul_bias(Graph *g, int node) {
+  int y = g->nodes[node].out[0];
+  for (int i = 0; i < g->nnodes; i++) {
+    Node *n = &g->nodes[i];
+    if (n->dead || n->op != OP_Add) continue;
+    for (int j = 0; j < 2; j++) {
+      int b = n->in[1 - j];
+      if (n->in[j] == y && b >= 0 && g->vals[b].kind == V_PARAM && g->vals[b].rank == 1) return b;
+    }
+  }
+  return -1;
+}
+
+static Module *add_module(Graph *g, const char *name, ModuleKind kind) {
+  g->modules = realloc(g->modules, sizeof(Module) * (g->nmodules + 1));
+  Module *m = &g->modules[g->nmodules++];
+  memset(m, 0, sizeof *m);
+  m->name = arena_strdup(g->arena, name);
+  m->kind = kind;
+  m->slices = arena_alloc(g->arena, sizeof(ParamSlice) * 8);
+  return m;
+}
+
+static void add_slice(Graph *g, Module *m, int param, int axis, int64_t b, int64_t e) {
+  m->slices[m->nslices++] = (ParamSlice){param, axis, b, e};
+  Value *p = &g->vals[param];
+  m->nparams += axis < 0 ? value_nelem(p) : value_nelem(p) / p->dims[axis] * (e - b);
+}
+
+static void partition(Graph *g, int heads) {
+  int nfwd = g->nnodes;
+  for (int i = 0; i < nfwd; i++) {
+    Node *n = &g->nodes[i];
+    if (n->dead || n->nin < 2 || (n->op != OP_MatMul && n->op != OP_Gemm && n->op != OP_Conv)) continue;
+    int w = n->in[1];
+    if (w < 0 || g->vals[w].kind != V_PARAM) continue;
+    const char *name = g->vals[w].name;
+    int bias = n->op == OP_MatMul ? matmul_bias(g, i) : n->nin > 2 ? n->in[2] : -1;
+    if (bias >= 0 && g->vals[bias].kind != V_PARAM) bias = -1;
+    int proj = heads > 0 && (ends_with(name, ".q.weight") || ends_with(name, ".k.weight") ||
+                             ends_with(name, ".v.weight") || ends_with(name, ".o.weight"));
+    if (!proj) {
+      Module *m = add_module(g, name, MOD_LAYER);
+      add_slice(g, m, w, -1, 0, 0);
+      if (bias >= 0) add_slice(g, m, bias, -1, 0, 0);
+      continue;
+    }
+    /* Heads: one module per (prefix, head), found or made on the q weight. */
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "%.*s", (int)(strlen(name) - strlen(".q.weight")), name);
+    int out_proj = ends_with(name, ".o.weight");
+    Value *wv = &g->vals[w];
+    int axis = out_proj ? 0 : 1;
+    int64_t dh = wv->dims[axis] / heads;
+    for (int h = 0; h < heads; h++) {
+      char mname[300];
+      snprintf(mname, sizeof mname, "%s.head%d", prefix, h);
+      Module *m = NULL;
+      for (int k = 0; k < g->nmodules; k++)
+        if (strcmp(g->modules[k].name, mname) == 0) m = &g->modules[k];
+      if (!m) m = add_module(g, mname, MOD_HEAD);
+      add_slice(g, m, w, axis, h * dh, (h + 1) * dh);
+      if (!out_proj && bias >= 0) add_slice(g, m, bias, 0, h * dh, (h + 1) * dh);
+    }
+  }
+}
+
+/* ---------------------------------------------------------------- compiling */
+
+typedef struct {
+  Graph *g;
+  Exec *x;
+  TrainStep ts;
+  int input;
+} Step;
+
+static int compile(const char *model, int64_t batch, int opt, int heads, int guards, int stop, Step *s) {
+  memset(s, 0, sizeof *s);
+  Graph *g = s->g = graph_new(model);
+  int rc = import_onnx(g, model);
+  if (rc) goto bad;
+  s->input = g->inputs[0];
+  g->vals[s->input].dims[0] = batch;
+  rc = bind_inputs(g, batch);
+  if (!rc) rc = infer_shapes(g);
+  if (rc) goto bad;
+  Value *y = &g->vals[g->outputs[0]];
+  TrainConfig cfg = {0};
+  cfg.optimizer = opt ? OPT_ADAMW : OPT_SGD;
+  cfg.momentum = opt ? 0 : 0.9;
+  cfg.weight_decay = 0.01;
+  cfg.beta1 = 0.9, cfg.beta2 = 0.999, cfg.eps = 1e-8;
+  cfg.ignore_index = -100;
+  cfg.target_dt = DT_I64;
+  cfg.target_rank = y->rank - 2;
+  for (int i = 0; i < cfg.target_rank; i++) cfg.target_dims[i] = y->dims[i + 1];
+  if (guards) partition(g, heads);
+  rc = build_train_step(g, &cfg, &s->ts);
+  if (!rc && guards) rc = insert_guards(g, &s->ts, stop);
+  if (!rc) rc = exec_new(g, &s->x);
+  if (rc) goto bad;
+  return 0;
+bad:
+  fprintf(stderr, "guards: %s: %s\n", model, g->err);
+  return 1;
+}
+
+/* The same random batch for every graph of a test (seeded). */
+static void fill_batch(Step *s, uint64_t seed) {
+  rng = seed * 2654435761u + 1;
+  Graph *g = s->g;
+  Value *in = &g->vals[s->input];
+  int64_t n = value_nelem(in);
+  if (in->dt == DT_I64) {
+    for (int64_t i = 0; i < n; i++) ((int64_t *)s->x->bufs[s->input])[i] = (int64_t)(next_rand() % 256);
+  } else {
+    for (int64_t i = 0; i < n; i++) ((float *)s->x->bufs[s->input])[i] = (float)(2 * uniform() - 1);
+  }
+  Value *y = &g->vals[s->ts.logits];
+  int64_t classes = y->dims[y->rank - 1];
+  Value *t = &g->vals[s->ts.target];
+  for (int64_t i = 0; i < value_nelem(t); i++) ((int64_t *)s->x->bufs[s->ts.target])[i] = (int64_t)(next_rand() % classes);
+}
+
+static void set_scalar(Exec *x, int v, double val) {
+  if (x->g->vals[v].dt == DT_F64) *(double *)x->bufs[v] = val;
+  else *(float *)x->bufs[v] = (float)val;
+}
+
+static void run_step(Step *s, int64_t step, double lr) {
+  set_scalar(s->x, s->ts.lr, lr);
+  set_scalar(s->x, s->ts.bc1, 1 - pow(0.9, (double)(step + 1)));
+  set_scalar(s->x, s->ts.bc2, 1 - pow(0.999, (double)(step + 1)));
+  fill_batch(s, (uint64_t)step + 7);
+  exec_run(s->x);
+}
+
+static void set_guards(Step *s, const uint8_t *on) {
+  memcpy(s->x->bufs[s->g->guard_value], on, (size_t)s->g->nmodules);
+}
+
+/* Parameters and optimizer state: what a step changes. */
+typedef struct {
+  int n;
+  int *v;
+  size_t *bytes;
+  char **data;
+} Snap;
+
+static void snap_init(Step *s, Snap *sn) {
+  sn->n = s->ts.nparams + s->ts.nstate;
+  sn->v = malloc(sizeof(int) * sn->n);
+  sn->bytes = malloc(sizeof(size_t) * sn->n);
+  sn->data = malloc(sizeof(char *) * sn->n);
+  for (int i = 0; i < sn->n; i++) {
+    int v = i < s->ts.nparams ? s->ts.params[i] : s->ts.state[i - s->ts.nparams];
+    sn->v[i] = v;
+    sn->bytes[i] = (size_t)value_nelem(&s->g->vals[v]) * dt_size(s->g->vals[v].dt);
+    sn->data[i] = malloc(sn->bytes[i]);
+  }
+}
+
+static void snap_take(Step *s, Snap *sn) {
+  for (int i = 0; i < sn->n; i++) memcpy(sn->data[i], s->x->bufs[sn->v[i]], sn->bytes[i]);
+}
+
+static void snap_put(Step *s, Snap *sn) {
+  for (int i = 0; i < sn->n; i++) memcpy(s->x->bufs[sn->v[i]], sn->data[i], sn->bytes[i]);
+}
+
+/* The parameter a value is (or whose optimizer state it is). */
+static int owner(Graph *g, int v) {
+  const char *name = g->vals[v].name, *dot = strrchr(name, '.');
+  if (g->vals[v].kind == V_PARAM && dot &&
+      (!strcmp(dot, ".momentum") || !strcmp(dot, ".adam_m") || !strcmp(dot, ".adam_v"))) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "%.*s", (int)(dot - name), name);
+    return graph_find_value(g, buf);
+  }
+  return v;
+}
+
+/* Is element i of parameter p in a module that `on` freezes? */
+static int frozen_elem(Graph *g, int p, int64_t i, const uint8_t *on) {
+  Value *pv = &g->vals[p];
+  for (int k = 0; k < g->nmodules; k++) {
+    if (on[k]) continue;
+    Module *m = &g->modules[k];
+    for (int s = 0; s < m->nslices; s++) {
+      ParamSlice sl = m->slices[s];
+      if (sl.param != p) continue;
+      if (sl.axis < 0) return 1;
+      int64_t st = 1;
+      for (int d = sl.axis + 1; d < pv->rank; d++) st *= pv->dims[d];
+      int64_t c = (i / st) % pv->dims[sl.axis];
+      if (c >= sl.begin && c < sl.end) return 1;
+    }
+  }
+  return 0;
+}
+
+typedef struct {
+  int64_t frozen_bad, active_bad, active_bitdiff, active_n, frozen_n;
+  double max_rel;
+} Cmp;
+
+/* got vs ref (active elements) and vs before (frozen elements). */
+static void compare_step(Step *s, Snap *before, Snap *ref, const uint8_t *on, Cmp *c) {
+  Graph *g = s->g;
+  for (int i = 0; i < before->n; i++) {
+    int v = before->v[i], p = owner(g, v);
+    if (g->vals[v].dt != DT_F32) continue;
+    const float *got = s->x->bufs[v], *r = (const float *)ref->data[i], *b = (const float *)before->data[i];
+    int64_t n = value_nelem(&g->vals[v]);
+    double scale = 0;
+    for (int64_t e = 0; e < n; e++) scale = fmax(scale, fabs(r[e]));
+    for (int64_t e = 0; e < n; e++) {
+      if (p >= 0 && frozen_elem(g, p, e, on)) {
+        c->frozen_n++;
+        if (memcmp(&got[e], &b[e], 4)) c->frozen_bad++;
+        continue;
+      }
+      c->active_n++;
+      if (memcmp(&got[e], &r[e], 4)) c->active_bitdiff++;
+      double d = fabs((double)got[e] - r[e]);
+      double rel = d / (fabs(r[e]) > 1e-3 * scale ? fabs(r[e]) : 1e-3 * scale + 1e-30);
+      if (rel > c->max_rel) c->max_rel = rel;
+      if (rel > 1e-6 || isnan(got[e])) c->active_bad++;
+    }
+  }
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static int is_head(Graph *g, int k) { return g->modules[k].kind == MOD_HEAD; }
+
+static void pattern(Graph *g, const char *what, uint8_t *on) {
+  int M = g->nmodules;
+  memset(on, 1, (size_t)M);
+  if (!strcmp(what, "random")) {
+    rng = 12345;
+    for (int k = 0; k < M; k++) on[k] = next_rand() % 2;
+    on[M / 2] = 1;                       /* at least one active, */
+    on[(M / 2 + 1) % M] = 0;             /* at least one frozen */
+  } else if (!strcmp(what, "one")) {
+    memset(on, 0, (size_t)M);
+    on[M / 2] = 1;
+  } else if (!strcmp(what, "lowest")) {
+    on[0] = 0;
+  } else if (!strcmp(what, "top")) {
+    on[M - 1] = 0;
+  } else if (!strcmp(what, "heads-half")) {
+    for (int k = 0; k < M; k++)
+      if (is_head(g, k) && k % 2) on[k] = 0;
+  } else if (!strcmp(what, "none")) {
+    memset(on, 0, (size_t)M);
+  }
+}
+
+static int test_exact(const char *model, int opt, int heads, int64_t batch) {
+  Step plain, gs;
+  if (compile(model, batch, opt, 0, 0, 0, &plain) || compile(model, batch, opt, heads, 1, 0, &gs)) return 1;
+  Graph *g = gs.g;
+  int M = g->nmodules;
+  printf("%s %s: %d modules, %d kernels (%d without guards)\n", model, opt ? "adamw" : "sgd", M, g->nkernels,
+         plain.g->nkernels);
+  /* Step 1, every guard on, against the graph without guards. */
+  Snap a, b;
+  snap_init(&plain, &a);
+  snap_init(&gs, &b);
+  uint8_t *on = malloc((size_t)M + 1);
+  memset(on, 1, (size_t)M);
+  run_step(&plain, 0, 0.05);
+  run_step(&gs, 0, 0.05);
+  snap_take(&plain, &a);
+  Cmp c0 = {0};
+  Snap before;
+  snap_init(&gs, &before);
+  compare_step(&gs, &before, &a, on, &c0);   /* all on: every element is compared with the plain run */
+  float l0 = *(float *)plain.x->bufs[plain.ts.loss], l1 = *(float *)gs.x->bufs[gs.ts.loss];
+  printf("  all on vs no guards: %lld/%lld elements differ in bits, max rel %.3g, loss %.7g vs %.7g\n",
+         (long long)c0.active_bitdiff, (long long)c0.active_n, c0.max_rel, l0, l1);
+  if (c0.active_bad || l0 != l1) {
+    printf("  FAIL: the guarded graph with every guard on differs from the unguarded one\n");
+    failures++;
+  }
+  double full = kernels_flops(g);
+  const char *pats[] = {"random", "one", "lowest", "top", "heads-half"};
+  Snap ref;
+  snap_init(&gs, &ref);
+  for (size_t p = 0; p < sizeof pats / sizeof *pats; p++) {
+    if (!strcmp(pats[p], "heads-half") && !heads) continue;
+    pattern(g, pats[p], on);
+    Cmp c = {0};
+    for (int64_t step = 1; step <= 3; step++) {
+      snap_take(&gs, &before);
+      uint8_t *all = malloc((size_t)M);
+      memset(all, 1, (size_t)M);
+      set_guards(&gs, all);
+      free(all);
+      run_step(&gs, step, 0.05);
+      snap_take(&gs, &ref);
+      snap_put(&gs, &before);
+      set_guards(&gs, on);
+      run_step(&gs, step, 0.05);
+      compare_step(&gs, &before, &ref, on, &c);
+    }
+    int nfrozen = 0;
+    for (int k = 0; k < M; k++) nfrozen += !on[k];
+    double fl = kernels_flops_guarded(g, on);
+    printf("  %-10s %2d/%d frozen: active %lld elems (%lld differ in bits, max rel %.3g), frozen %lld elems "
+           "(%lld changed); FLOPs %.4g of %.4g (%.1f%%)\n",
+           pats[p], nfrozen, M, (long long)c.active_n, (long long)c.active_bitdiff, c.max_rel,
+           (long long)c.frozen_n, (long long)c.frozen_bad, fl, full, 100 * fl / full);
+    if (c.active_bad || c.frozen_bad || (nfrozen && !(fl < full))) {
+      printf("  FAIL: pattern %s\n", pats[p]);
+      failures++;
+    }
+  }
+  return 0;
+}
+
+/* stop mode: freeze the middle module; the modules below it get no
+ * gradient through it (in a chain like mlp, none at all), while weights
+ * mode updates them; modules above are the same in both modes. */
+static int test_stop(const char *model) {
+  Step w, s;
+  if (compile(model, 8, 0, 0, 1, 0, &w) || compile(model, 8, 0, 0, 1, 1, &s)) return 1;
+  int M = w.g->nmodules;
+  if (M < 3) {
+    printf("stop: %s has %d modules, need 3\n", model, M);
+    return 1;
+  }
+  uint8_t *on = malloc((size_t)M);
+  memset(on, 1, (size_t)M);
+  on[M / 2] = 0;
+  set_guards(&w, on);
+  set_guards(&s, on);
+  Snap bw, bs;
+  snap_init(&w, &bw);
+  snap_init(&s, &bs);
+  snap_take(&w, &bw);
+  run_step(&w, 0, 0.05);
+  run_step(&s, 0, 0.05);
+  snap_take(&s, &bs);
+  Graph *g = w.g;
+  /* Per module: did its first parameter change from its initial value
+   * (weights mode, stop mode), and do the two modes agree? */
+  for (int k = 0; k < M; k++) {
+    int p = g->modules[k].slices[0].param;
+    int i = -1;
+    for (int j = 0; j < bw.n; j++)
+      if (bw.v[j] == p) i = j;
+    float *init = (float *)bw.data[i], *wv = w.x->bufs[p], *sv = (float *)bs.data[i];
+    int64_t n = value_nelem(&g->vals[p]), changed_w = 0, changed_s = 0, differ = 0;
+    for (int64_t e = 0; e < n; e++) {
+      changed_w += wv[e] != init[e];
+      changed_s += sv[e] != init[e];
+      differ += wv[e] != sv[e];
+    }
+    const char *where = k < M / 2 ? "below" : k == M / 2 ? "frozen" : "above";
+    printf("  %-24s %-6s changed: weights %lld, stop %lld; modes differ in %lld of %lld\n", g->modules[k].name,
+           where, (long long)changed_w, (long long)changed_s, (long long)differ, (long long)n);
+    int bad = k > M / 2 ? differ != 0 : k == M / 2 ? changed_w || changed_s : differ == 0;
+    if (bad) {
+      printf("  FAIL: stop mode, module %s (%s)\n", g->modules[k].name, where);
+      failures++;
+    }
+  }
+  printf("  step FLOPs: weights %.4g, stop %.4g (full %.4g)\n", kernels_flops_guarded(w.g, on),
+         kernels_flops_guarded(s.g, on), kernels_flops(s.g));
+  if (!(kernels_flops_guarded(s.g, on) < kernels_flops_guarded(w.g, on))) {
+    printf("  FAIL: stop mode does not save work\n");
+    failures++;
+  }
+  return 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int bench(const char *model, int64_t batch, int heads, int reps) {
+  Step s;
+  if (compile(model, batch, 1, heads, 1, 0, &s)) return 1;
+  Graph *g = s.g;
+  int M = g->nmodules, nh = 0, idx[4096];
+  for (int k = 0; k < M; k++)
+    if (!heads || is_head(g, k)) idx[nh++] = k;
+  uint8_t *on = malloc((size_t)M);
+  printf("%s batch %lld, AdamW, %d modules (%d %s), %d threads\n", model, (long long)batch, M, nh,
+         heads ? "heads" : "layers", matc_rt_threads());
+  printf("%-8s %14s %8s %10s %10s\n", "frozen", "step FLOPs", "% full", "ms median", "ms min");
+  double full = kernels_flops(g);
+  for (int pct = 0; pct <= 75; pct += 25) {
+    memset(on, 1, (size_t)M);
+    /* Freeze every 4th, then every 2nd... spread over the layers. */
+    int want = nh * pct / 100;
+    rng = 99;
+    int done = 0;
+    while (done < want) {
+      int k = idx[next_rand() % nh];
+      if (on[k]) on[k] = 0, done++;
+    }
+    set_guards(&s, on);
+    run_step(&s, 0, 1e-4);          /* warm-up */
+    double *t = malloc(sizeof(double) * reps);
+    for (int r = 0; r < reps; r++) {
+      double t0 = now_ms();
+      run_step(&s, r + 1, 1e-4);
+      t[r] = now_ms() - t0;
+    }
+    qsort(t, reps, sizeof *t, cmp_double);
+    double fl = kernels_flops_guarded(g, on);
+    printf("%5d%%   %14.4g %7.1f%% %10.2f %10.2f\n", pct, fl, 100 * fl / full, t[reps / 2], t[0]);
+    free(t);
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  const char *mode = argc > 1 ? argv[1] : "quick";
+#ifndef MATC_SRC_DIR
+#define MATC_SRC_DIR "."
+#endif
+  const char *src = getenv("MATC_SRC") ? getenv("MATC_SRC") : MATC_SRC_DIR;
+  char mlp[1024];
+  snprintf(mlp, sizeof mlp, "%s/models/mlp/model.onnx", src);
+  int rc = 0;
+  if (!strcmp(mode, "quick")) {
+    rc |= test_exact(mlp, 0, 0, 8);
+    rc |= test_exact(mlp, 1, 0, 8);
+    rc |= test_stop(mlp);
+  } else if (!strcmp(mode, "exact") && argc >= 4) {
+    int heads = argc > 4 ? atoi(argv[4]) : 0;
+    rc = test_exact(argv[2], !strcmp(argv[3], "adamw"), heads, heads ? 2 : 8);
+  } else if (!strcmp(mode, "stop") && argc >= 3) {
+    rc = test_stop(argv[2]);
+  } else if (!strcmp(mode, "bench") && argc >= 4) {
+    rc = bench(argv[2], atoll(argv[3]), argc > 4 ? atoi(argv[4]) : 0, argc > 5 ? atoi(argv[5]) : 5);
+  } else {
+    fprintf(stderr, "usage: unit_guards [quick | exact MODEL sgd|adamw [heads] | stop MODEL | "
+                    "bench MODEL BATCH [heads [reps]]]\n");
+    return 2;
+  }
+  if (rc || failures) {
+    printf("FAILED (%d)\n", failures + rc);
+    return 1;
+  }
+  printf("ok\n");
+  return 0;
+}
