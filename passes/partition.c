@@ -162,7 +162,7 @@ static int follow_layout(Graph *g, const Uses *u, int v, int *hax) {
       for (int i = 0; i < r; i++)
         if (perm[i] == *hax) { *hax = i; break; }
       v = n->out[0];
-    } else if ((n->op == OP_Mul || n->op == OP_Div) && u->input[k] == 0 &&
+    } else if ((n->op == OP_Mul || n->op == OP_Div) && n->nin == 2 && u->input[k] == 0 && n->in[1] >= 0 &&
                value_nelem(&g->vals[n->in[1]]) == 1 && g->vals[n->out[0]].rank == r) {
       v = n->out[0];
     } else {
@@ -401,6 +401,33 @@ static void add_others(Builder *B) {
   }
 }
 
+/* Modules in the order the graph first reads their parameters (layer 0's
+ * heads, its feed-forward layers, then layer 1...): the order of guard
+ * bits, logs and plots. Stable: heads keep their index order. */
+static void sort_by_position(Builder *B) {
+  Graph *g = B->g;
+  int *first = malloc(sizeof(int) * ((size_t)g->nvals + 1));
+  for (int v = 0; v < g->nvals; v++) first[v] = g->nnodes;
+  for (int i = g->nnodes - 1; i >= 0; i--)
+    for (int j = 0; j < g->nodes[i].nin; j++)
+      if (g->nodes[i].in[j] >= 0 && !g->nodes[i].dead) first[g->nodes[i].in[j]] = i;
+  int *key = malloc(sizeof(int) * ((size_t)B->n + 1));
+  for (int k = 0; k < B->n; k++) {
+    key[k] = g->nnodes;
+    for (int s = 0; s < B->mods[k].nslices; s++)
+      if (first[B->mods[k].slices[s].param] < key[k]) key[k] = first[B->mods[k].slices[s].param];
+  }
+  for (int k = 1; k < B->n; k++)           /* insertion sort: stable, n is small */
+    for (int j = k; j > 0 && key[j - 1] > key[j]; j--) {
+      Module m = B->mods[j];
+      B->mods[j] = B->mods[j - 1], B->mods[j - 1] = m;
+      int t = key[j];
+      key[j] = key[j - 1], key[j - 1] = t;
+    }
+  free(first);
+  free(key);
+}
+
 /* Module names must be unique: later duplicates get "#2", "#3"... */
 static void unique_names(Builder *B) {
   for (int i = 0; i < B->n; i++) {
@@ -444,6 +471,7 @@ int partition_modules(Graph *g, const PartitionOptions *o) {
     used[l] = 1;
   }
   if (o->others_as_modules) add_others(&B);
+  sort_by_position(&B);
   unique_names(&B);
   g->modules = arena_alloc(g->arena, sizeof(Module) * (B.n + 1));
   if (B.n) memcpy(g->modules, B.mods, sizeof(Module) * B.n);

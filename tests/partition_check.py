@@ -17,7 +17,8 @@ import tempfile
 matc, src, case = sys.argv[1], sys.argv[2], sys.argv[3]
 MODELS = {m: os.path.join(src, "models", m, "model.onnx") for m in ["mlp", "vgg-small", "bert-mini", "switch-mini"]}
 MODELS.update({m: os.path.join(src, "tests", "models", m, "model.onnx")
-               for m in ["gpt-tiny", "vit-tiny", "switch-tiny", "resnet-tiny", "moe-stacked"]})
+               for m in ["gpt-tiny", "vit-tiny", "switch-tiny", "resnet-tiny"]})
+MODELS["moe-stacked"] = os.path.join(src, "tests", "partition", "moe-stacked", "model.onnx")
 failures = []
 
 
@@ -139,6 +140,10 @@ def run_model(name):
                     sl(p + "k.bias", 0, a, b), sl(p + "v.weight", 1, a, b), sl(p + "v.bias", 0, a, b),
                     sl(p + "o.weight", 0, a, b)], "head")
             expect_slices(d, f"layers.{l}.ff1", [sl(f"layers.{l}.ff1.weight"), sl(f"layers.{l}.ff1.bias")], "layer")
+        order = [m["name"] for m in d["modules"]][:7]
+        check(order == [f"layers.0.attn.head{i}" for i in range(4)] + ["layers.0.ff1", "layers.0.ff2",
+                                                                       "layers.1.attn.head0"],
+              f"bert: modules in graph order: {order}")
         h = module(d, "layers.2.attn.head1")
         check(h["params"] == 3 * (256 * 64 + 64) + 64 * 256, "bert: head parameter count")
         check(h["fwd_flops"] == 4 * gemm(128, 256, 64), f"bert: head forward FLOPs {h['fwd_flops']}")

@@ -150,6 +150,9 @@ if(PYTHON3)
     set_tests_properties(partition/${m} PROPERTIES LABELS partition)
   endforeach()
 endif()
+matc_test(partition/moe-stacked/forward $<TARGET_FILE:matc> run ${MATC_SRC}/tests/partition/moe-stacked/model.onnx
+  --data ${MATC_SRC}/tests/partition/moe-stacked/test_data_set_0 --rtol 1e-4 --atol 1e-5)
+set_tests_properties(partition/moe-stacked/forward PROPERTIES LABELS partition)
 
 # The mNTK probe against explicit per-sample Jacobians from PyTorch
 # (tests/mntk/<model>/, made by tools/make_mntk_refs.py).
