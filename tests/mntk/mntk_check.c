@@ -113,29 +113,35 @@ static Graph *load(const char *path, const Tensor *in, int64_t batch) {
 }
 
 /* With `partition auto`, the reference's modules are the partition pass's:
- * run it and check it still finds exactly those (then the probe uses its
- * sites, fused QKV included). */
+ * run it and check it still finds exactly those, in any order (then the
+ * reference is put in the pass's order, and the probe uses its sites,
+ * fused QKV included). */
 static int partition_matches(Graph *g) {
   PartitionOptions po = {0};
   if (partition_modules(g, &po)) {
     fprintf(stderr, "mntk_check: partition: %s\n", g->err);
     return 1;
   }
+  static RefModule sorted[MAXMOD];
   int same = g->nmodules == nmods;
   for (int k = 0; same && k < nmods; k++) {
     Module *m = &g->modules[k];
-    same = !strcmp(m->name, mods[k].name) && m->nslices == mods[k].nslices;
+    int r = 0;
+    while (r < nmods && strcmp(mods[r].name, m->name)) r++;
+    same = r < nmods && m->nslices == mods[r].nslices;
     for (int s = 0; same && s < m->nslices; s++) {
       ParamSlice *ps = &m->slices[s];
-      same = !strcmp(g->vals[ps->param].name, mods[k].slice_param[s]) && ps->axis == mods[k].axis[s] &&
-             (ps->axis < 0 || (ps->begin == mods[k].begin[s] && ps->end == mods[k].end[s]));
+      same = !strcmp(g->vals[ps->param].name, mods[r].slice_param[s]) && ps->axis == mods[r].axis[s] &&
+             (ps->axis < 0 || (ps->begin == mods[r].begin[s] && ps->end == mods[r].end[s]));
     }
+    if (same) sorted[k] = mods[r];
   }
   if (!same) {
     printf("FAIL the partition pass no longer finds the reference's modules (regenerate with "
            "tools/make_mntk_refs.py if that is intended)\n");
     return 1;
   }
+  memcpy(mods, sorted, sizeof(RefModule) * nmods);
   return 0;
 }
 
