@@ -13,6 +13,7 @@
 typedef struct {
   int module;
   int xv, *dyv;                   /* probe graph values read each run (dy per backward pass) */
+  int64_t x_off, dy_off;          /* element offsets: one expert of a stacked weight */
   MntkSite site;                  /* shapes and slice; x, dy set each run */
 } SiteRun;
 
@@ -115,7 +116,7 @@ static int64_t sample_outer(Graph *g, Graph *g2, int v, int64_t n) {
 }
 
 /* The site's shapes, slice and (for conv) geometry, from the probe graph. */
-static int describe_site(Probe *p, Graph *g2, int k, const ProbeSite *ps, SiteRun *r) {
+static int describe_site(Probe *p, Graph *g2, int k, const ProbeSite *ps, int expert, SiteRun *r) {
   Graph *g = p->g;
   Module *m = &g->modules[k];
   Node *nd = &g->nodes[ps->node];
@@ -127,7 +128,9 @@ static int describe_site(Probe *p, Graph *g2, int k, const ProbeSite *ps, SiteRu
   for (int v = 0; v < p->pg.nvec; v++) r->dyv[v] = p->pg.dy[(size_t)v * p->pg.dy_stride + ps->node];
   Value *xv = &g->vals[r->xv], *dv = &g->vals[r->dyv[0]];
   MntkSite *s = &r->site;
-  s->outer = sample_outer(g, g2, r->xv, n);
+  /* (A stacked expert site reads the layout of y [E, rows, N], as x may be
+   * broadcast over the experts.) */
+  s->outer = ps->stacked ? -1 : sample_outer(g, g2, r->xv, n);
   if (s->outer < 0) s->outer = sample_outer(g, g2, nd->out[0], n);
   if (s->outer < 0 || (nd->op == OP_Conv && s->outer != 1))
     return unsupported(g, ps->node, 0, "module '%s': cannot tell which axis of the site input '%s' holds the "
@@ -162,6 +165,22 @@ static int describe_site(Probe *p, Graph *g2, int k, const ProbeSite *ps, SiteRu
     } else if (strcmp(ap, "VALID") == 0) {
       s->pad[0] = s->pad[1] = 0;
     }
+  } else if (ps->stacked) {
+    /* Expert e of x [E or 1, rows, K] @ W [E, K, N] -> y [E, rows, N]:
+     * a linear site on the expert's rows. */
+    Value *yv = &g->vals[nd->out[0]];
+    int64_t E = g->vals[nd->in[1]].dims[0];
+    s->nx = xv->dims[xv->rank - 1];
+    s->ny = dv->dims[dv->rank - 1];
+    int64_t rows = value_nelem(yv) / (E * s->ny), xe = value_nelem(xv);
+    if (yv->rank < 3 || yv->dims[yv->rank - 3] != E || (xe != rows * s->nx && xe != E * rows * s->nx) ||
+        rows % n || s->outer % E || (rows / n) % (s->outer / E))
+      return unsupported(g, ps->node, 0, "module '%s': stacked expert site input %s does not split into %lld "
+                         "samples per expert", m->name, xv->name, (long long)n);
+    s->outer /= E;
+    s->tokens = rows / n;
+    r->x_off = xe == rows * s->nx ? 0 : expert * rows * s->nx;
+    r->dy_off = expert * rows * s->ny;
   } else {
     s->nx = xv->dims[xv->rank - 1];
     s->ny = dv->dims[dv->rank - 1];
@@ -173,13 +192,13 @@ static int describe_site(Probe *p, Graph *g2, int k, const ProbeSite *ps, SiteRu
   }
   int64_t in_units = s->conv ? s->C : s->nx;
   s->x0 = 0, s->x1 = in_units, s->y0 = 0, s->y1 = s->ny;
-  int sliced = ps->end > ps->begin;
+  int sliced = ps->end > ps->begin && !ps->stacked;
   if (sliced && ps->slice_out) s->y0 = ps->begin, s->y1 = ps->end;
   if (sliced && !ps->slice_out) s->x0 = ps->begin, s->x1 = ps->end;
   if (s->y1 > s->ny || s->x1 > in_units || s->y0 < 0 || s->x0 < 0)
     return fail(g, ps->node, 1, "module '%s': probe site range [%lld, %lld) is outside the node's %s features",
                 m->name, (long long)ps->begin, (long long)ps->end, ps->slice_out ? "output" : "input");
-  s->bias = ps->bias >= 0 && ps->slice_out;
+  s->bias = ps->bias >= 0 && (ps->slice_out || ps->stacked);
   return MATC_OK;
 }
 
@@ -220,14 +239,21 @@ static int build(Probe *p, Graph *fwd, const TrainConfig *cfg) {
     g2 = NULL;
   }
   int total = 0;
-  for (int k = 0; k < g->nmodules; k++) total += g->modules[k].nsites;
+  for (int k = 0; k < g->nmodules; k++)
+    for (int s = 0; s < g->modules[k].nsites; s++) {
+      ProbeSite *ps = &g->modules[k].sites[s];
+      total += ps->stacked ? (int)(ps->end - ps->begin) : 1;
+    }
   p->sites = calloc(total + 1, sizeof *p->sites);
   p->nmod = g->nmodules;
   p->names = calloc(p->nmod + 1, sizeof *p->names);
   for (int k = 0; k < g->nmodules && !rc; k++) {
     p->names[k] = g->modules[k].name;
-    for (int s = 0; s < g->modules[k].nsites && !rc; s++)
-      rc = describe_site(p, g2, k, &g->modules[k].sites[s], &p->sites[p->nsites++]);
+    for (int s = 0; s < g->modules[k].nsites && !rc; s++) {
+      ProbeSite *ps = &g->modules[k].sites[s];
+      for (int64_t e = ps->stacked ? ps->begin : 0; e < (ps->stacked ? ps->end : 1) && !rc; e++)
+        rc = describe_site(p, g2, k, ps, (int)e, &p->sites[p->nsites++]);
+    }
   }
   if (g2) graph_free(g2);
   if (rc) return rc;
@@ -313,8 +339,8 @@ int probe_run(Probe *p, const void *inputs, const void *targets, double *lambda,
   p->last.nstructured = p->last.nmaterialised = 0;
   for (int i = 0; i < p->nsites * p->pg.nvec; i++) {
     SiteRun *r = &p->sites[i % p->nsites];
-    r->site.x = p->x->bufs[r->xv];
-    r->site.dy = p->x->bufs[r->dyv[i / p->nsites]];
+    r->site.x = (const float *)p->x->bufs[r->xv] + r->x_off;
+    r->site.dy = (const float *)p->x->bufs[r->dyv[i / p->nsites]] + r->dy_off;
     int how = 0;
     double f = mntk_site_gram(n, &r->site, p->grams + (size_t)r->module * nn, &how);
     if (f < 0) {

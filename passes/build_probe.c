@@ -33,6 +33,11 @@ static int weight_use(Graph *g, int node, int param, int *x_in, int *out_axis) {
     *out_axis = 0;
     return 1;
   }
+  if (n->op == OP_MatMul && w == param && g->vals[param].rank == 3) {
+    *x_in = 0;                   /* stacked experts [E, K, N] */
+    *out_axis = 2;
+    return 1;
+  }
   if (n->op == OP_MatMul && g->vals[param].rank == 2) {
     if (w == param) {
       *x_in = 0;
@@ -237,9 +242,6 @@ int build_probe(Graph *g, const TrainConfig *cfg, int nvec, ProbeGraph *pg) {
     for (int s = 0; s < m->nsites; s++) {
       int node = m->sites[s].node;
       if (node < 0 || node >= nn) return fail(g, -1, -1, "module '%s': probe site %d names no node", m->name, s);
-      if (m->sites[s].stacked)
-        return unsupported(g, node, 1, "module '%s': the probe does not read stacked expert weights [E, K, N] yet "
-                           "(give the experts separate weights, or leave them out of the partition)", m->name);
       if (pg->x[node] >= 0) continue;
       Node *n = &g->nodes[node];
       int param = m->slices[m->sites[s].weight].param, x_in, out_axis;

@@ -161,7 +161,7 @@ target_link_libraries(mntk_check PRIVATE matc_compiler matc_runtime ${LLVM_LIB} 
   ${OPENBLAS_LIB} Threads::Threads m)
 set_target_properties(mntk_check PROPERTIES ENABLE_EXPORTS ON)
 foreach(m mlp vgg-small bert-mini switch-mini gpt-tiny vit-tiny switch-tiny resnet-tiny cnn-bn-train
-    mlp-rademacher gpt-tiny-rademacher)
+    moe-stacked mlp-rademacher gpt-tiny-rademacher)
   if(EXISTS ${MATC_SRC}/tests/mntk/${m}/reference.txt)
     matc_test(mntk/${m} mntk_check ${MATC_SRC} ${m})
   endif()

@@ -38,11 +38,32 @@ import export_models  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = {"mlp": 8, "vgg-small": 4, "bert-mini": 4, "switch-mini": 4,
-           "gpt-tiny": 6, "vit-tiny": 6, "switch-tiny": 6, "resnet-tiny": 4, "cnn-bn-train": 4}
+           "gpt-tiny": 6, "vit-tiny": 6, "switch-tiny": 6, "resnet-tiny": 4, "cnn-bn-train": 4,
+           "moe-stacked": 8}
 # Rademacher-mode references (logits contracted with m sign vectors shared
 # by the samples; G_k is the mean of the m Grams): tests/mntk/<name>-rademacher.
 RADEMACHER = {"mlp": 3, "gpt-tiny": 2}
-FOREIGN = ("gpt-tiny", "vit-tiny", "switch-tiny", "resnet-tiny", "cnn-bn-train")
+FOREIGN = ("gpt-tiny", "vit-tiny", "switch-tiny", "resnet-tiny", "cnn-bn-train", "moe-stacked")
+MOE_STACKED = os.path.join(ROOT, "tests", "partition", "moe-stacked", "model.onnx")
+
+
+class MoEStacked(torch.nn.Module):
+    """tests/partition/moe-stacked (stacked [E, K, N] expert weights) in
+    torch, on the ONNX file's initializers; each row of x is a sample."""
+
+    def __init__(self):
+        super().__init__()
+        om = onnx.load(MOE_STACKED)
+        self.p = torch.nn.ParameterDict({
+            i.name.replace(".", "_"): torch.nn.Parameter(torch.from_numpy(numpy_helper.to_array(i).copy()))
+            for i in om.graph.initializer if i.data_type == onnx.TensorProto.FLOAT})
+
+    def forward(self, x):
+        w = self.p
+        gate = torch.softmax(x @ w["moe_router_weight"] + w["moe_router_bias"], -1)        # [T, E]
+        h = torch.relu(x[None] @ w["moe_experts_w1"] + w["moe_experts_b1"])                # [E, T, F]
+        y = h @ w["moe_experts_w2"] + w["moe_experts_b2"]                                  # [E, T, D]
+        return (y * gate.T[..., None]).sum(0) @ w["head_weight"]
 
 
 def whole(p):
@@ -104,6 +125,9 @@ def partition_modules(matc, path):
 
 
 def build_any(name):
+    if name == "moe-stacked":
+        torch.manual_seed(5)
+        return MoEStacked().float(), torch.rand(2, 16)
     return export_models.build_foreign(name) if name in FOREIGN else export_models.build(name)
 
 
@@ -163,6 +187,8 @@ def main():
         model, _ = build_any(name)
         model = model.double().eval()
         path = os.path.join(ROOT, "tests" if name in FOREIGN else "", "models", name, "model.onnx")
+        if name == "moe-stacked":
+            path = MOE_STACKED
         om = onnx.load(path)
         shapes = {i.name: tuple(i.dims) for i in om.graph.initializer}
         # Buffers as the file has them (a training-mode export ran forward
