@@ -3,6 +3,7 @@
  *   unit_guards                       mlp, all checks (quick)
  *   unit_guards exact MODEL OPT [heads]   exactness in weights mode
  *   unit_guards stop MODEL            stop mode drops the gradient below a frozen module
+ *   unit_guards clip MODEL            clipping sees zero for a frozen module's gradient
  *   unit_guards bench MODEL BATCH [heads] step FLOPs and time, 0/25/50/75% of heads frozen
  *
  * MODEL is a path to model.onnx; OPT is sgd or adamw (both with weight
@@ -129,9 +130,14 @@ typedef struct {
   int input;
 } Step;
 
+static double clip_norm;          /* for the clipping test */
+static const char *freeze_list;   /* initializers the reference does not train */
+
 static int compile(const char *model, int64_t batch, int opt, int heads, int guards, int stop, Step *s) {
   memset(s, 0, sizeof *s);
   Graph *g = s->g = graph_new(model);
+  g->profile = getenv("MATC_PROFILE") && *getenv("MATC_PROFILE") == '1';
+  if (guards) g->dump_after = getenv("GUARDS_DUMP_AFTER");
   int rc = import_onnx(g, model);
   if (rc) goto bad;
   s->input = g->inputs[0];
@@ -146,6 +152,8 @@ static int compile(const char *model, int64_t batch, int opt, int heads, int gua
   cfg.weight_decay = 0.01;
   cfg.beta1 = 0.9, cfg.beta2 = 0.999, cfg.eps = 1e-8;
   cfg.ignore_index = -100;
+  cfg.clip_norm = clip_norm;
+  cfg.freeze = freeze_list;
   cfg.target_dt = DT_I64;
   cfg.target_rank = y->rank - 2;
   for (int i = 0; i < cfg.target_rank; i++) cfg.target_dims[i] = y->dims[i + 1];
@@ -445,6 +453,64 @@ static int test_stop(const char *model) {
   return 0;
 }
 
+/* Global-norm clipping must see zero for a frozen module's gradient: with
+ * the middle module frozen, the guarded step equals a step compiled with
+ * that module's parameters not trained at all (whole-layer modules). */
+static int test_clip(const char *model) {
+  clip_norm = getenv("GUARDS_CLIP") ? atof(getenv("GUARDS_CLIP")) : 0.05;   /* small: clipping is active */
+  Step gs, ref;
+  if (compile(model, 8, 0, 0, 1, 0, &gs)) return 1;
+  int M = gs.g->nmodules, k = M / 2;
+  static char list[4096];
+  list[0] = 0;
+  Module *m = &gs.g->modules[k];
+  for (int s = 0; s < m->nslices; s++) {
+    if (s) strcat(list, ",");
+    strncat(list, gs.g->vals[m->slices[s].param].name, sizeof list - strlen(list) - 2);
+  }
+  freeze_list = list;
+  int rc = compile(model, 8, 0, 0, 0, 0, &ref);
+  freeze_list = NULL;
+  clip_norm = 0;
+  if (rc) return 1;
+  uint8_t *on = malloc((size_t)M);
+  memset(on, 1, (size_t)M);
+  on[k] = 0;
+  set_guards(&gs, on);
+  int64_t differ = 0, n = 0;
+  for (int64_t step = 0; step < 3; step++) {
+    run_step(&gs, step, 0.05);
+    run_step(&ref, step, 0.05);
+  }
+  for (int i = 0; i < ref.ts.nparams; i++) {
+    int rv = ref.ts.params[i], gv = graph_find_value(gs.g, ref.g->vals[rv].name);
+    int64_t c = value_nelem(&ref.g->vals[rv]);
+    double md = 0, mx = 0;
+    for (int64_t e = 0; e < c; e++) {
+      float a = ((float *)ref.x->bufs[rv])[e], b = ((float *)gs.x->bufs[gv])[e];
+      md = fmax(md, fabs((double)a - b));
+      mx = fmax(mx, fabs((double)a));
+    }
+    if (getenv("GUARDS_VERBOSE")) printf("    %s: max diff %.3g (max %.3g)\n", ref.g->vals[rv].name, md, mx);
+    differ += memcmp(ref.x->bufs[rv], gs.x->bufs[gv], (size_t)c * 4) != 0;
+    n++;
+  }
+  /* and the frozen ones did not move */
+  int64_t moved = 0;
+  for (int s = 0; s < m->nslices; s++) {
+    int p = m->slices[s].param, rp = graph_find_value(ref.g, gs.g->vals[p].name);
+    moved += memcmp(ref.x->bufs[rp], gs.x->bufs[p], (size_t)value_nelem(&gs.g->vals[p]) * 4) != 0;
+  }
+  printf("clip %s: module %s frozen, 3 steps: %lld of %lld trained tensors differ from the reference "
+         "without it, %lld frozen tensors moved\n", model, m->name, (long long)differ, (long long)n,
+         (long long)moved);
+  if (differ || moved) {
+    printf("  FAIL: clipping saw the frozen gradient\n");
+    failures++;
+  }
+  return 0;
+}
+
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
@@ -484,7 +550,26 @@ static int bench(const char *model, int64_t batch, int heads, int reps) {
     double fl = kernels_flops_guarded(g, on);
     printf("%5d%%   %14.4g %7.1f%% %10.2f %10.2f\n", pct, fl, 100 * fl / full, t[reps / 2], t[0]);
     free(t);
+    if (g->profile) {
+      exec_print_profile(s.x, stdout, 12);
+      matc_rt_prof_reset();
+    }
   }
+  /* The same step compiled without guards. */
+  Step p;
+  if (compile(model, batch, 1, 0, 0, 0, &p)) return 1;
+  run_step(&p, 0, 1e-4);
+  double *t = malloc(sizeof(double) * reps);
+  for (int r = 0; r < reps; r++) {
+    double t0 = now_ms();
+    run_step(&p, r + 1, 1e-4);
+    t[r] = now_ms() - t0;
+  }
+  qsort(t, reps, sizeof *t, cmp_double);
+  printf("%-8s %14.4g %7.1f%% %10.2f %10.2f\n", "noguard", kernels_flops(p.g), 100 * kernels_flops(p.g) / full,
+         t[reps / 2], t[0]);
+  if (p.g->profile) exec_print_profile(p.x, stdout, 12);
+  free(t);
   return 0;
 }
 
@@ -501,9 +586,12 @@ int main(int argc, char **argv) {
     rc |= test_exact(mlp, 0, 0, 8);
     rc |= test_exact(mlp, 1, 0, 8);
     rc |= test_stop(mlp);
+    rc |= test_clip(mlp);
   } else if (!strcmp(mode, "exact") && argc >= 4) {
     int heads = argc > 4 ? atoi(argv[4]) : 0;
     rc = test_exact(argv[2], !strcmp(argv[3], "adamw"), heads, heads ? 2 : 8);
+  } else if (!strcmp(mode, "clip") && argc >= 3) {
+    rc = test_clip(argv[2]);
   } else if (!strcmp(mode, "stop") && argc >= 3) {
     rc = test_stop(argv[2]);
   } else if (!strcmp(mode, "bench") && argc >= 4) {
