@@ -507,6 +507,10 @@ typedef struct {
   int bias;                      /* index into slices, -1 if none */
   int slice_out;                 /* 1: slice of y's features, 0: of x's */
   int64_t begin, end;            /* feature range, or 0, 0 for all */
+  int stacked;                   /* 1: the weight is a stacked [E, K, N] MatMul
+                                    weight and [begin, end) are experts: the
+                                    expert axis of y (third from last) and of x
+                                    (where x broadcasts it, size 1: all of x) */
 } ProbeSite;
 
 typedef struct Module {
@@ -521,6 +525,45 @@ typedef struct Module {
 } Module;
 
 const char *module_kind_name(ModuleKind k);
+
+/* Partition (passes/partition.c): runs on the forward graph after shape
+ * inference. Finds whole Gemm/MatMul/Conv layers, attention heads and
+ * experts; then applies the user's partition file, if any. Parameters in
+ * no module are always on. */
+typedef struct {
+  int others_as_modules;         /* embeddings, norms, output layer...: one
+                                    MOD_OTHER module per layer name */
+  const char *freeze;            /* comma-separated initializers that do not
+                                    train (never in a module) */
+  const char *partition_file;    /* JSON, see README "Partition file" */
+} PartitionOptions;
+int partition_modules(Graph *g, const PartitionOptions *o);
+/* Does parameter v train (float, used, not a BatchNormalization running
+ * statistic, not in the freeze list)? */
+int partition_trainable(Graph *g, int v, const char *freeze);
+/* The user's partition file (passes/partition_file.c), applied to the
+ * automatic modules in g. */
+int partition_apply_file(Graph *g, const PartitionOptions *o);
+/* Fills a module's sites for its slices that meet a Gemm/MatMul/Conv
+ * weight, its parameter count and FLOPs (passes/partition_layers.c). */
+void partition_find_sites(Graph *g, Module *m, const char *freeze);
+/* GEMM/conv FLOPs of all layers with a trainable weight (one step). */
+void partition_total_flops(Graph *g, const char *freeze, double *fwd, double *bwd);
+
+/* The mNTK probe graph (passes/build_probe.c): appended to a forward
+ * graph bound to n samples, it computes sum_i loss_i (each sample's own
+ * training loss) and, by one backward pass, the output gradient of every
+ * probe site. Outputs: the sum, then each site node's x and dy. */
+typedef struct {
+  int64_t n;                     /* samples */
+  int target;                    /* target input [n, target dims] */
+  int total;                     /* sum_i loss_i (scalar) */
+  int *x, *dy;                   /* per node id: site input and output gradient, -1 if not a site */
+} ProbeGraph;
+int build_probe(Graph *g, const TrainConfig *cfg, ProbeGraph *pg);
+/* Fills an empty m->sites from its slices: every Gemm/MatMul/Conv that
+ * uses a sliced parameter as its weight, with the bias slice attached. */
+int find_probe_sites(Graph *g, Module *m);
 
 /* Guards (passes/guards.c, passes/guard_kernels.c). A predicate is a set
  * of modules: its work runs iff some module of the set is active (guard

@@ -194,7 +194,7 @@ int build_train_step(Graph *g, const TrainConfig *cfg, TrainStep *ts) {
    * state a checkpoint must keep. */
   for (int i = 0; i < nbn; i++) ts->state[ts->nstate++] = bn_dst[i];
   ts->nparams = collect_params(g, cfg->freeze, ts->params);
-  if (ts->nparams == 0) return fail(g, -1, -1, "the model has no trainable parameter (no float initializer)");
+  if (ts->nparams == 0) return fail(g, -1, -1, "the model has no trainable parameter (no float initializer, or --freeze names them all)");
   int seed = ad_const(&ad, dt, 1.0);
   rc = autodiff(g, 1, &ts->loss, &seed, ts->nparams, ts->params, ts->grads);
   if (rc) return rc;

@@ -436,6 +436,21 @@ int sampler_init(Sampler *s, Dataset *d, uint64_t seed, double eval_fraction) {
   return 0;
 }
 
+int sampler_init_eval(Sampler *s, Dataset *d) {
+  memset(s, 0, sizeof *s);
+  if (!d || d->n <= 0) return -1;
+  s->d = d;
+  s->neval = d->n;
+  s->order = malloc(sizeof *s->order);
+  s->eval_idx = malloc((size_t)d->n * sizeof *s->eval_idx);
+  if (!s->order || !s->eval_idx) {
+    sampler_free(s);
+    return -1;
+  }
+  for (int64_t i = 0; i < d->n; i++) s->eval_idx[i] = i;
+  return 0;
+}
+
 void sampler_free(Sampler *s) {
   if (!s) return;
   free(s->order);

@@ -74,6 +74,9 @@ typedef struct {
 } Sampler;
 
 int sampler_init(Sampler *s, Dataset *d, uint64_t seed, double eval_fraction);
+/* Every example of d for evaluation, in file order (a separate test set:
+ * --eval-data); no training examples. */
+int sampler_init_eval(Sampler *s, Dataset *d);
 void sampler_free(Sampler *s);
 /* Fills `inputs` and `targets` (batch * example sizes, packed) with the
  * next training batch; starts a new shuffled epoch when one ends. Text

@@ -82,6 +82,14 @@ expect resume-other-model 1 "written for model" "good.onnx" "not for" "models/ml
 expect resume-other-optimizer 1 "checkpoint.matc" "momentum" "--optimizer sgd" -- train "$mlp" $mlpdata --optimizer adamw --resume "$tmp/ck"
 expect resume-other-data 1 "80 training examples" "gives 60" -- train "$mlp" --data "pb:$trainref" --batch 4 --eval-fraction 0.25 --momentum 0.9 --resume "$tmp/ck"
 expect resume-good 0 "resuming from" "at step 2" -- train "$mlp" $mlpdata --steps 3 --momentum 0.9 --resume "$tmp/ck"
+# Labels the model's 10 classes cannot hold; a model with nothing left to train; an --eval-data that
+# does not match --data.
+npyhdr() { printf '\223NUMPY\001\000\166\000'; printf "%-117s\n" "{'descr': '$1', 'fortran_order': False, 'shape': ($2), }"; }
+{ npyhdr '<f4' '2, 1, 28, 28'; head -c 6272 /dev/zero; } > "$tmp/img.npy"
+{ npyhdr '<i8' '2,'; printf '\003\0\0\0\0\0\0\0\014\0\0\0\0\0\0\0'; } > "$tmp/lab12.npy"
+expect train-label-out-of-range 1 "lab12.npy" "target 12" "10 classes" -- train "$mlp" --data "npy:$tmp/img.npy,$tmp/lab12.npy" --batch 2 --eval-fraction 0 --steps 1
+expect train-no-trainable 1 "no trainable parameter" "--freeze" -- train "$mlp" $mlpdata --steps 1 --freeze fc1.weight,fc1.bias,fc2.weight,fc2.bias,fc3.weight,fc3.bias
+expect train-eval-data-mismatch 1 "--eval-data" "differ in shape" -- train "$mlp" $mlpdata --steps 1 --eval-data "npy:$tmp/x.npy,$tmp/y.npy"
 expect checkpoint-not-a-dir 1 "--checkpoint" "good.onnx" -- train "$mlp" $mlpdata --steps 1 --checkpoint "$data/good.onnx"
 expect out-unwritable 1 "--out" "/nonexistent_dir/t.onnx" -- train "$mlp" $mlpdata --steps 1 --out /nonexistent_dir/t.onnx
 

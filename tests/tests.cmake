@@ -141,6 +141,28 @@ foreach(m mlp vgg-small bert-mini switch-mini)
   endforeach()
 endforeach()
 
+# MAT partition (passes/partition.c, passes/partition_file.c): the modules
+# `matc inspect --json` finds in each model, exact slices and FLOPs, the
+# partition file's override/add/replace and every error, and --dot.
+if(PYTHON3)
+  foreach(m mlp vgg-small bert-mini switch-mini gpt-tiny vit-tiny switch-tiny resnet-tiny moe-stacked file dot)
+    matc_test(partition/${m} ${PYTHON3} ${MATC_SRC}/tests/partition_check.py $<TARGET_FILE:matc> ${MATC_SRC} ${m})
+    set_tests_properties(partition/${m} PROPERTIES LABELS partition)
+  endforeach()
+endif()
+
+# The mNTK probe against explicit per-sample Jacobians from PyTorch
+# (tests/mntk/<model>/, made by tools/make_mntk_refs.py).
+add_executable(mntk_check ${MATC_SRC}/tests/mntk/mntk_check.c)
+target_link_libraries(mntk_check PRIVATE matc_compiler matc_runtime ${LLVM_LIB} ${PROTOBUF_C_LIB}
+  ${OPENBLAS_LIB} Threads::Threads m)
+set_target_properties(mntk_check PROPERTIES ENABLE_EXPORTS ON)
+foreach(m mlp vgg-small bert-mini switch-mini gpt-tiny switch-tiny resnet-tiny cnn-bn-train)
+  if(EXISTS ${MATC_SRC}/tests/mntk/${m}/reference.txt)
+    matc_test(mntk/${m} mntk_check ${MATC_SRC} ${m})
+  endif()
+endforeach()
+
 # MAT guard branches (tests/unit/guards.c): exactness of active modules'
 # updates and bit-identical frozen state under guard patterns, stop mode.
 target_compile_definitions(unit_guards PRIVATE MATC_SRC_DIR="${MATC_SRC}")
@@ -151,3 +173,13 @@ endforeach()
 matc_test(guards/bert-mini-layers/adamw unit_guards exact ${MATC_SRC}/models/bert-mini/model.onnx adamw)
 matc_test(guards/stop/mlp unit_guards stop ${MATC_SRC}/models/mlp/model.onnx)
 matc_test(guards/clip/mlp unit_guards clip ${MATC_SRC}/models/mlp/model.onnx)
+
+# matc train --mat on end to end (tests/mat_train.py): probe log, frozen
+# modules untouched, bit-exact resume with MAT, the plot, bad options.
+if(PYTHON3)
+  matc_test(mat/train ${PYTHON3} ${MATC_SRC}/tests/mat_train.py $<TARGET_FILE:matc> ${MATC_SRC})
+  set_tests_properties(mat/train PROPERTIES LABELS mat)
+endif()
+# The same with the modules of the partition pass (passes/partition.c).
+matc_test(guards/bert-mini-part/adamw unit_guards exact ${MATC_SRC}/models/bert-mini/model.onnx adamw part)
+matc_test(guards/switch-mini-part/adamw unit_guards exact ${MATC_SRC}/models/switch-mini/model.onnx adamw part)

@@ -3,6 +3,7 @@
 #define MATC_CLI_H
 
 #include "../compiler/exec.h"
+#include "../runtime/mat.h"
 
 #define EXIT_UNSUPPORTED 77
 
@@ -17,8 +18,15 @@ typedef struct {
   double lr, momentum, weight_decay, clip, eval_fraction;
   int nesterov, no_shuffle, freeze_bn, seed_set;
   const char *optimizer, *schedule, *log, *freeze;
-  const char *checkpoint, *resume, *out;   /* --checkpoint DIR, --resume DIR, --out TRAINED.onnx */
+  const char *checkpoint, *resume, *out, *eval_data;   /* --checkpoint DIR, --resume DIR, --out TRAINED.onnx */
   int64_t checkpoint_every;
+  /* inspect: the MAT partition (tools/inspect_modules.c) */
+  const char *partition;          /* --partition FILE.json */
+  int others_as_modules, dot;     /* --others-as-modules, --dot */
+  /* train: Modular Adaptive Training (tools/mat_train.c) */
+  int mat_on, mat_stop;           /* --mat on|off, --mat-mode weights|stop */
+  MatOptions mat;                 /* --mat-warmup, --mat-refresh, --mat-alpha, ... */
+  int64_t mat_probe_samples;      /* --mat-probe-samples */
 } Options;
 
 extern const Pass front_passes[];
@@ -55,6 +63,11 @@ void ckpt_free(Ckpt *c);
 /* The model file orig with the initializers in vals replaced by their values in x. */
 int write_trained_onnx(const char *orig, const char *out, Exec *x, const int *vals, int nvals, char *err,
                        size_t errlen);
+
+/* The partition in `matc inspect` (tools/inspect_modules.c). */
+void print_modules_text(Graph *g, const Options *o, FILE *f);
+void print_modules_json(Graph *g, const Options *o, FILE *f);
+void print_modules_dot(Graph *g, FILE *f);
 
 int cmd_gradcheck(Options *o);
 int cmd_train(Options *o);

@@ -17,7 +17,9 @@ static const char *usage_text =
     "usage: matc COMMAND MODEL.onnx [options]\n"
     "\n"
     "commands:\n"
-    "  inspect MODEL [--json] [--batch N]      graph summary, shapes, parameters\n"
+    "  inspect MODEL [--json] [--batch N]      graph summary, shapes, parameters, MAT modules\n"
+    "      [--dot] [--partition FILE.json]      (--dot: Graphviz with a cluster per module)\n"
+    "      [--others-as-modules] [--freeze NAME,...]\n"
     "  run MODEL --data DIR [--batch N]        forward pass on DIR/input_*.pb;\n"
     "      [--rtol R] [--atol A] [--repeat N]  compares with DIR/output_*.pb if present\n"
     "      [--allow-random]                    (compare even outputs that depend on\n"
@@ -50,6 +52,30 @@ static int usage(const char *msg) {
   return 2;
 }
 
+/* --mat and --mat-* (README "MAT options"). Returns 2 after a usage message. */
+static int parse_mat_option(Options *o, const char *a, const char *v) {
+  char *end;
+  double d = strtod(v, &end);
+  int num = *v && !*end;
+  MatOptions *m = &o->mat;
+  if (!strcmp(a, "--mat") && (!strcmp(v, "on") || !strcmp(v, "off"))) o->mat_on = !strcmp(v, "on");
+  else if (!strcmp(a, "--mat-mode") && (!strcmp(v, "weights") || !strcmp(v, "stop"))) o->mat_stop = !strcmp(v, "stop");
+  else if (!strcmp(a, "--mat-ref") && mat_ref_parse(v) >= 0) m->ref = (MatRef)mat_ref_parse(v);
+  else if (!strcmp(a, "--mat-reentry") && (!strcmp(v, "on") || !strcmp(v, "off"))) m->reentry = !strcmp(v, "on");
+  else if (!strcmp(a, "--mat-warmup") && num && d >= 0) m->warmup = (int64_t)d;
+  else if (!strcmp(a, "--mat-refresh") && num && d >= 1) m->refresh = (int64_t)d;
+  else if (!strcmp(a, "--mat-alpha") && num && d >= 0) m->alpha = d;
+  else if (!strcmp(a, "--mat-beta") && num && d >= 0) m->beta = d;
+  else if (!strcmp(a, "--mat-patience") && num && d >= 1) m->patience = (int)d;
+  else if (!strcmp(a, "--mat-min-active") && num && d >= 0) m->min_active = (int)d;
+  else if (!strcmp(a, "--mat-probe-samples") && num && d >= 1) o->mat_probe_samples = (int64_t)d;
+  else {
+    fprintf(stderr, "matc: %s %s: not a valid MAT option value (see README, \"MAT options\")\n", a, v);
+    return 2;
+  }
+  return 0;
+}
+
 static int parse_args(int argc, char **argv, Options *o) {
   memset(o, 0, sizeof *o);
   o->rtol = 1e-3;
@@ -61,6 +87,8 @@ static int parse_args(int argc, char **argv, Options *o) {
   o->eval_fraction = 0.1;
   o->optimizer = "sgd";
   o->schedule = "constant";
+  mat_options_default(&o->mat);
+  o->mat_probe_samples = 32;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *next = i + 1 < argc ? argv[i + 1] : NULL;
@@ -80,6 +108,7 @@ static int parse_args(int argc, char **argv, Options *o) {
     else if (strcmp(a, "--warmup") == 0) { NEEDARG(); o->warmup = atoll(next); }
     else if (strcmp(a, "--schedule") == 0) { NEEDARG(); o->schedule = next; }
     else if (strcmp(a, "--eval-every") == 0) { NEEDARG(); o->eval_every = atoll(next); }
+    else if (strcmp(a, "--eval-data") == 0) { NEEDARG(); o->eval_data = next; }
     else if (strcmp(a, "--eval-fraction") == 0) { NEEDARG(); o->eval_fraction = atof(next); }
     else if (strcmp(a, "--seed") == 0) { NEEDARG(); o->seed = atoll(next); o->seed_set = 1; }
     else if (strcmp(a, "--checkpoint") == 0) { NEEDARG(); o->checkpoint = next; }
@@ -98,6 +127,10 @@ static int parse_args(int argc, char **argv, Options *o) {
     else if (strncmp(a, "--dump-after=", 13) == 0) o->dump_after = a + 13;
     else if (strcmp(a, "--dump-after") == 0) { NEEDARG(); o->dump_after = next; }
     else if (strcmp(a, "--json") == 0) o->json = 1;
+    else if (strcmp(a, "--dot") == 0) o->dot = 1;
+    else if (strcmp(a, "--partition") == 0) { NEEDARG(); o->partition = next; }
+    else if (strcmp(a, "--others-as-modules") == 0) o->others_as_modules = 1;
+    else if (strncmp(a, "--mat", 5) == 0) { NEEDARG(); if (parse_mat_option(o, a, next)) return 2; }
     else if (strcmp(a, "-v") == 0) o->verbose = 1;
     else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(usage_text, stdout); exit(0); }
     else if (a[0] == '-' && a[1]) {
@@ -326,7 +359,10 @@ static int cmd_inspect(Options *o) {
   int rc = import_onnx(g, o->model);
   if (!rc) rc = bind_inputs(g, o->batch > 0 ? o->batch : 1);
   if (!rc) rc = run_passes(g, front_passes, 1);
+  PartitionOptions po = {o->others_as_modules, o->freeze, o->partition};
+  if (!rc) rc = partition_modules(g, &po);
   if (rc) { int e = report(g, rc); graph_free(g); return e; }
+  if (o->dot) { print_modules_dot(g, stdout); graph_free(g); return 0; }
   int64_t nparams = 0, nbytes = 0;
   int nparam_tensors = 0;
   for (int v = 0; v < g->nvals; v++) {
@@ -363,7 +399,9 @@ static int cmd_inspect(Options *o) {
     int first = 1;
     for (int k = 0; k < OP_COUNT; k++)
       if (counts[k]) { printf("%s\"%s\":%d", first ? "" : ",", op_table[k].name, counts[k]); first = 0; }
-    printf("}}\n");
+    printf("}");
+    print_modules_json(g, o, stdout);
+    printf("}\n");
   } else {
     printf("model      %s\nopset      %d\nnodes      %d\n", o->model, g->opset, nnodes);
     printf("parameters %lld in %d tensors (%.2f MB)\n", (long long)nparams, nparam_tensors, nbytes / 1e6);
@@ -383,6 +421,7 @@ static int cmd_inspect(Options *o) {
     for (int k = 0; k < OP_COUNT; k++)
       if (counts[k]) printf(" %s:%d", op_table[k].name, counts[k]);
     printf("\n");
+    print_modules_text(g, o, stdout);
     if (o->verbose) graph_dump(g, stdout);
   }
   graph_free(g);

@@ -5,6 +5,7 @@
  * The schedule (warm-up then cosine/linear decay) lives here; the step
  * reads the rate from a scalar input. */
 #include "cli.h"
+#include "mat_train.h"
 #include "../runtime/data.h"
 #include "../runtime/rt.h"
 
@@ -102,6 +103,65 @@ static void score(const float *logits, const int64_t *tgt, int64_t valid, int64_
   }
 }
 
+/* Opens --eval-data: its examples and targets must look like the
+ * training data's. */
+static int open_eval_set(Options *o, const DataShape *in, const DataShape *tg, Dataset **eds, Sampler *esm) {
+  char err[4096];
+  *eds = data_open(o->eval_data, err, sizeof err);
+  if (!*eds) {
+    fprintf(stderr, "matc: --eval-data: %s\n", err);
+    return 1;
+  }
+  DataShape ein = data_input_shape(*eds), etg = data_target_shape(*eds);
+  if (ein.dtype != in->dtype || ein.rank != in->rank || memcmp(ein.dims, in->dims, sizeof(int64_t) * in->rank) ||
+      etg.dtype != tg->dtype || etg.rank != tg->rank || memcmp(etg.dims, tg->dims, sizeof(int64_t) * tg->rank)) {
+    fprintf(stderr, "matc: --eval-data %s: its examples or targets differ in shape or type from --data %s\n",
+            o->eval_data, o->data);
+  } else if (sampler_init_eval(esm, *eds)) {
+    fprintf(stderr, "matc: --eval-data %s: no examples\n", o->eval_data);
+  } else {
+    return 0;
+  }
+  data_close(*eds);
+  *eds = NULL;
+  return 1;
+}
+
+/* Class targets must index the model's output (or be the ignored -100):
+ * an out-of-range label would make the loss read outside the logits. */
+static int check_targets(const Options *o, DType dt, const void *tgt, int64_t n, int64_t classes, int64_t step,
+                         const char *what) {
+  if (dt != DT_I64 && dt != DT_I32) return 0;
+  for (int64_t i = 0; i < n; i++) {
+    int64_t t = dt == DT_I64 ? ((const int64_t *)tgt)[i] : ((const int32_t *)tgt)[i];
+    if (t == -100 || (t >= 0 && t < classes)) continue;
+    fprintf(stderr, "\nmatc: %s: %s batch at step %lld: target %lld (element %lld) is out of range for the "
+            "model's %lld classes (valid: 0..%lld, or -100 to ignore)\n", o->data, what, (long long)step,
+            (long long)t, (long long)i, (long long)classes, (long long)classes - 1);
+    return 1;
+  }
+  return 0;
+}
+
+/* One line of progress: rewritten in place on a terminal (step, loss,
+ * steps/s, ETA), a plain line every 50 steps otherwise (logs, CI). */
+static void progress(int tty, int64_t done, int64_t total, int64_t step, int64_t steps, double loss,
+                     double elapsed_ms) {
+  double rate = elapsed_ms > 0 ? 1000.0 * done / elapsed_ms : 0;
+  double eta = rate > 0 ? (total - done) / rate : 0;
+  if (tty) {
+    char bar[21];
+    int fill = total > 0 ? (int)(20 * done / total) : 20;
+    for (int i = 0; i < 20; i++) bar[i] = i < fill ? '#' : '.';
+    bar[20] = 0;
+    fprintf(stderr, "\r[%s] step %lld/%lld  loss %.4f  %.1f steps/s  ETA %dm%02ds   ", bar, (long long)step,
+            (long long)steps, loss, rate, (int)eta / 60, (int)eta % 60);
+  } else if (step % 50 == 0 || done == 1 || step == steps) {
+    fprintf(stderr, "step %lld/%lld loss %.4f %.1f steps/s ETA %.0fs\n", (long long)step, (long long)steps, loss,
+            rate, eta);
+  }
+}
+
 /* SIGINT/SIGTERM: finish the step, checkpoint, exit 128 + signal. A
  * second signal while the first is being handled kills the run at once
  * (the previous checkpoint stays valid: writes are atomic). */
@@ -170,12 +230,27 @@ int cmd_train(Options *o) {
     return 1;
   }
   if (o->no_shuffle) sampler_sequential(&sm);
+  /* --eval-data: a separate evaluation set (a test split) instead of the
+   * held-out fraction. */
+  Dataset *eds = NULL;
+  Sampler esm;
+  memset(&esm, 0, sizeof esm);
+  if (o->eval_data && open_eval_set(o, &in, &tg, &eds, &esm)) {
+    sampler_free(&sm);
+    data_close(ds);
+    ckpt_free(ck);
+    return 1;
+  }
+  Sampler *es = o->eval_data ? &esm : &sm;
   Compiled tr, ev;
   memset(&tr, 0, sizeof tr);
   memset(&ev, 0, sizeof ev);
   int status = 1;
   TrainStep ts;
   memset(&ts, 0, sizeof ts);
+  MatRun mr;
+  memset(&mr, 0, sizeof mr);
+  char *probe_keys = NULL;
   int *saved = NULL, nsaved = 0;
   int64_t start = 0;
   FILE *log = NULL;
@@ -220,11 +295,28 @@ int cmd_train(Options *o) {
   cfg.target_dt = (DType)tg.dtype;
   cfg.target_rank = tg.rank;
   memcpy(cfg.target_dims, tg.dims, sizeof cfg.target_dims);
-  int rc = build_train_step(tr.g, &cfg, &ts);
+  /* MAT: modules on the forward graph, then guard predicates on the step,
+   * and the policy's state as an input the checkpoint carries. */
+  PartitionOptions po = {o->others_as_modules, o->freeze, o->partition};
+  int rc = o->mat_on ? partition_modules(tr.g, &po) : MATC_OK;
+  if (!rc) rc = build_train_step(tr.g, &cfg, &ts);
+  if (!rc && o->mat_on) rc = insert_guards(tr.g, &ts, o->mat_stop);
+  int mat_state = -1;
+  if (!rc && o->mat_on && tr.g->nmodules > 0) {
+    mat_state = graph_add_value(tr.g, "matc.mat_state");
+    int64_t sd[1] = {mat_policy_state_len(tr.g->nmodules)};
+    tr.g->vals[mat_state].kind = V_INPUT;
+    value_set(&tr.g->vals[mat_state], DT_F64, 1, sd);
+  }
   if (!rc) rc = exec_new(tr.g, &tr.x);
   if (rc) { status = report(tr.g, rc); goto done; }
   /* The evaluation graph reads the training graph's parameters. */
   if (load_model(o, &in, &ev)) goto done;
+  if (o->mat_on) {
+    rc = partition_modules(ev.g, &po);
+    if (rc) { status = report(ev.g, rc); goto done; }
+    if (mat_setup(&mr, o, ev.g, tr.g, tr.x, &cfg, ds)) goto done;
+  }
   for (int v = 0; v < ev.g->nvals; v++) {
     Value *p = &ev.g->vals[v];
     if (p->kind != V_PARAM) continue;
@@ -234,12 +326,20 @@ int cmd_train(Options *o) {
   rc = exec_new(ev.g, &ev.x);
   if (rc) { status = report(ev.g, rc); goto done; }
   /* What a checkpoint holds: the trained parameters and the optimizer state. */
-  saved = calloc((size_t)ts.nparams + ts.nstate + 1, sizeof(int));
+  saved = calloc((size_t)ts.nparams + ts.nstate + 3, sizeof(int));
   for (int i = 0; i < ts.nparams; i++) saved[nsaved++] = ts.params[i];
   for (int i = 0; i < ts.nstate; i++) saved[nsaved++] = ts.state[i];
+  if (mr.on) {
+    saved[nsaved++] = tr.g->guard_value;   /* MAT: the active set and the policy's state */
+    saved[nsaved++] = mat_state;
+  }
   if (ck) {
     if (ckpt_restore(ck, tr.x, saved, nsaved, err, sizeof err)) {
       fprintf(stderr, "matc: %s\n", err);
+      goto done;
+    }
+    if (mr.on && mat_resume(&mr, tr.x->bufs[mat_state])) {
+      fprintf(stderr, "matc: %s: its MAT state is for another partition\n", ckpt_file(ck));
       goto done;
     }
     fprintf(stderr, "matc: resuming from %s at step %lld (epoch %lld, example %lld)\n", ckpt_file(ck),
@@ -258,10 +358,18 @@ int cmd_train(Options *o) {
   size_t in_bytes = (size_t)shape_nelem(in.rank, in.dims) * dt_size((DType)in.dtype);
   size_t tg_bytes = (size_t)shape_nelem(tg.rank, tg.dims) * dt_size((DType)tg.dtype);
   int64_t classes = tr.g->vals[ts.logits].dims[tr.g->vals[ts.logits].rank - 1];
+  int64_t tg_elems = shape_nelem(tg.rank, tg.dims);
   fprintf(stderr, "matc: training %s: %lld parameters in %d tensors, %s, batch %lld, %lld steps; "
           "%lld training / %lld evaluation examples\n", o->model, (long long)ts.nparam_elems, ts.nparams,
-          o->optimizer, (long long)o->batch, (long long)o->steps, (long long)sm.ntrain, (long long)sm.neval);
-  double t_start = now_ms(), last_loss = 0;
+          o->optimizer, (long long)o->batch, (long long)o->steps, (long long)sm.ntrain, (long long)es->neval);
+  double t_start = now_ms(), last_loss = 0, total_flops = 0, best_acc = -1, best_eval_loss = INFINITY;
+  /* Operations one step executes (GEMMs 2MNK plus generated loops, as
+   * kernels_flops counts them), and what a step with every module active
+   * costs. Without MAT the two are equal. */
+  double full_flops = mr.on ? mr.full_flops : kernels_flops(tr.g), step_flops = full_flops;
+  double total_full = 0;
+  int nmodules = mr.on ? mr.n : 0, nactive = nmodules;
+  if (mr.on) probe_keys = malloc(1 << 16);
   int64_t eval_every = o->eval_every > 0 ? o->eval_every : o->steps;
   int64_t saved_step = -1;
   if (start >= o->steps)
@@ -276,11 +384,18 @@ int cmd_train(Options *o) {
   handlers = 1;
   for (int64_t step = start; step < o->steps; step++) {
     sampler_next(&sm, o->batch, tr.x->bufs[tr.input], tr.x->bufs[ts.target]);
+    if (check_targets(o, (DType)tg.dtype, tr.x->bufs[ts.target], o->batch * tg_elems, classes, step + 1, "training"))
+      goto done_log;
     double lr = schedule(o, step);
     set_scalar(tr.x, ts.lr, lr);
     set_scalar(tr.x, ts.bc1, 1 - pow(0.9, (double)(step + 1)));
     set_scalar(tr.x, ts.bc2, 1 - pow(0.999, (double)(step + 1)));
     if (tr.g->rng_seed1) *(int64_t *)tr.x->bufs[tr.g->rng_seed1 - 1] = o->seed * 1000003 + step;
+    if (mr.on) {
+      if (mat_before_step(&mr, step, probe_keys, 1 << 16)) goto done_log;
+      step_flops = mr.step_flops + mr.probe_flops;
+      nactive = mat_active(&mr);
+    }
     double s0 = now_ms();
     exec_run(tr.x);
     double ms = now_ms() - s0;
@@ -291,18 +406,25 @@ int cmd_train(Options *o) {
       goto done_log;
     }
     last_loss = loss;
-    if (log) fprintf(log, "{\"step\":%lld,\"loss\":%.6g,\"ms\":%.3f,\"lr\":%.6g}\n", (long long)step + 1, loss, ms, lr);
-    if (tty) fprintf(stderr, "\rstep %lld/%lld  loss %.4f  %.1f steps/s   ", (long long)step + 1,
-                     (long long)o->steps, loss, 1000.0 * (step + 1 - start) / (now_ms() - t_start));
-    else if ((step + 1) % 50 == 0 || step == 0)
-      fprintf(stderr, "step %lld/%lld loss %.4f\n", (long long)step + 1, (long long)o->steps, loss);
-    if ((step + 1) % eval_every == 0 && sm.neval > 0 && !dt_is_float((DType)tg.dtype)) {
+    total_flops += step_flops;
+    total_full += full_flops;
+    if (mr.on) mat_after_step(&mr);
+    if (log)
+      fprintf(log, "{\"step\":%lld,\"loss\":%.6g,\"ms\":%.3f,\"lr\":%.6g,\"flops\":%.10g,\"flops_full\":%.10g,"
+              "\"active\":%d,\"modules\":%d%s}\n", (long long)step + 1, loss, ms, lr, step_flops, full_flops,
+              nactive, nmodules, mr.on ? probe_keys : "");
+    progress(tty, step + 1 - start, o->steps - start, step + 1, o->steps, loss, now_ms() - t_start);
+    if ((step + 1) % eval_every == 0 && es->neval > 0 && !dt_is_float((DType)tg.dtype)) {
       double el = 0;
       int64_t correct = 0, count = 0;
       void *tgt = malloc(tg_bytes * o->batch);
       for (int64_t k = 0;; k++) {
-        int64_t n = sampler_eval_batch(&sm, k, o->batch, ev.x->bufs[ev.input], tgt);
+        int64_t n = sampler_eval_batch(es, k, o->batch, ev.x->bufs[ev.input], tgt);
         if (n <= 0) break;
+        if (check_targets(o, (DType)tg.dtype, tgt, n * tg_elems, classes, step + 1, "evaluation")) {
+          free(tgt);
+          goto done_log;
+        }
         exec_run(ev.x);
         score(ev.x->bufs[ev.g->outputs[0]], tgt, n, shape_nelem(tg.rank, tg.dims), classes, &el, &correct, &count);
       }
@@ -312,6 +434,8 @@ int cmd_train(Options *o) {
       if (tty) fputc('\n', stderr);
       fprintf(stderr, "eval at step %lld: loss %.4f, accuracy %.2f%% (%lld targets)\n", (long long)step + 1,
               count ? el / count : 0, 100 * acc, (long long)count);
+      if (count && acc > best_acc) best_acc = acc;
+      if (count && el / count < best_eval_loss) best_eval_loss = el / count;
       if (log) fprintf(log, "{\"step\":%lld,\"eval_loss\":%.6g,\"eval_acc\":%.6g}\n", (long long)step + 1,
                        count ? el / count : 0, acc);
     }
@@ -321,6 +445,7 @@ int cmd_train(Options *o) {
       meta.step = done_steps;
       meta.epoch = sm.epoch;
       meta.pos = sm.pos;
+      if (mr.on) mat_policy_save(mr.pol, tr.x->bufs[mat_state]);
       if (ckpt_save(o->checkpoint, &meta, tr.x, saved, nsaved, err, sizeof err)) {
         if (tty) fputc('\n', stderr);
         fprintf(stderr, "matc: step %lld: cannot write the checkpoint: %s\n", (long long)done_steps, err);
@@ -342,13 +467,19 @@ int cmd_train(Options *o) {
     }
   }
   if (tty) fputc('\n', stderr);
-  if (start < o->steps)
-    fprintf(stderr, "matc: done: %lld steps in %.1f s, final training loss %.4f\n", (long long)(o->steps - start),
-            (now_ms() - t_start) / 1000, last_loss);
+  if (start < o->steps) {
+    double secs = (now_ms() - t_start) / 1000;
+    fprintf(stderr, "matc: done: %lld steps in %.1f s (%.2f steps/s, %.1f GFLOP/s), final training loss %.4f\n",
+            (long long)(o->steps - start), secs, (o->steps - start) / secs, total_flops / secs / 1e9, last_loss);
+    if (best_acc >= 0)
+      fprintf(stderr, "matc: best evaluation: accuracy %.2f%%, loss %.4f\n", 100 * best_acc, best_eval_loss);
+    if (mr.on) mat_summary(&mr, o->steps - start, total_flops, total_full, stderr);
+  }
   if (o->checkpoint && saved_step < 0) {
     meta.step = start > o->steps ? start : o->steps;
     meta.epoch = sm.epoch;
     meta.pos = sm.pos;
+    if (mr.on) mat_policy_save(mr.pol, tr.x->bufs[mat_state]);
     if (ckpt_save(o->checkpoint, &meta, tr.x, saved, nsaved, err, sizeof err)) {
       fprintf(stderr, "matc: cannot write the checkpoint: %s\n", err);
       goto done_log;
@@ -383,6 +514,8 @@ done:
   ckpt_free(ck);
   free(saved);
   free(ts.state);
+  free(probe_keys);
+  mat_free(&mr);
   exec_free(tr.x);
   exec_free(ev.x);
   if (tr.g) graph_free(tr.g);
@@ -390,6 +523,8 @@ done:
   free(ts.params);
   free(ts.grads);
   sampler_free(&sm);
+  sampler_free(&esm);
   data_close(ds);
+  data_close(eds);
   return status;
 }

@@ -7,7 +7,9 @@
  *   unit_guards bench MODEL BATCH [heads] step FLOPs and time, 0/25/50/75% of heads frozen
  *
  * MODEL is a path to model.onnx; OPT is sgd or adamw (both with weight
- * decay 0.01; SGD with momentum 0.9). With `heads`, attention projections
+ * decay 0.01; SGD with momentum 0.9). With heads = part, the modules come
+ * from the partition pass (passes/partition.c, default options). With a
+ * number of `heads`, attention projections
  * (*.q/k/v.weight column slices, *.o.weight row slices) are one module per
  * head; every other Gemm/MatMul/Conv weight (with its bias) is one module.
  * This is a stand-in for passes/partition.c.
@@ -157,7 +159,15 @@ static int compile(const char *model, int64_t batch, int opt, int heads, int gua
   cfg.target_dt = DT_I64;
   cfg.target_rank = y->rank - 2;
   for (int i = 0; i < cfg.target_rank; i++) cfg.target_dims[i] = y->dims[i + 1];
-  if (guards) partition(g, heads);
+  if (guards && heads < 0) {
+    /* The real partition pass (passes/partition.c), defaults. */
+    PartitionOptions po;
+    memset(&po, 0, sizeof po);
+    rc = partition_modules(g, &po);
+    if (rc) goto bad;
+  } else if (guards) {
+    partition(g, heads);
+  }
   rc = build_train_step(g, &cfg, &s->ts);
   if (!rc && guards) rc = insert_guards(g, &s->ts, stop);
   if (!rc) rc = exec_new(g, &s->x);
@@ -588,14 +598,15 @@ int main(int argc, char **argv) {
     rc |= test_stop(mlp);
     rc |= test_clip(mlp);
   } else if (!strcmp(mode, "exact") && argc >= 4) {
-    int heads = argc > 4 ? atoi(argv[4]) : 0;
+    int heads = argc > 4 ? (!strcmp(argv[4], "part") ? -1 : atoi(argv[4])) : 0;
     rc = test_exact(argv[2], !strcmp(argv[3], "adamw"), heads, heads ? 2 : 8);
   } else if (!strcmp(mode, "clip") && argc >= 3) {
     rc = test_clip(argv[2]);
   } else if (!strcmp(mode, "stop") && argc >= 3) {
     rc = test_stop(argv[2]);
   } else if (!strcmp(mode, "bench") && argc >= 4) {
-    rc = bench(argv[2], atoll(argv[3]), argc > 4 ? atoi(argv[4]) : 0, argc > 5 ? atoi(argv[5]) : 5);
+    rc = bench(argv[2], atoll(argv[3]), argc > 4 ? (!strcmp(argv[4], "part") ? -1 : atoi(argv[4])) : 0,
+               argc > 5 ? atoi(argv[5]) : 5);
   } else {
     fprintf(stderr, "usage: unit_guards [quick | exact MODEL sgd|adamw [heads] | stop MODEL | "
                     "bench MODEL BATCH [heads [reps]]]\n");

@@ -1,0 +1,112 @@
+#!/usr/bin/python3
+"""Training-step benchmark: `matc train` against PyTorch, side by side in one
+run, same model, batch, thread count, loss and optimizer (SGD with momentum
+0.9), on the bundled data. matc's step time is the median of the "ms" column
+of its JSON Lines log (the compiled step: forward, loss, backward, update);
+PyTorch's is the median wall time of zero_grad + forward + loss + backward +
+optimizer.step. GFLOP/s divides the operations matc counts for one step
+(the "flops" key, counted by the code that runs them) by each step time; the
+SGEMM peak is OpenBLAS on N=1024 square products with the same threads
+(build/sgemm_peak), measured in the same run.
+
+Developer tool (needs python3-torch).
+usage: tools/bench_train.py [--threads 2] [--steps 30] [MODEL[:BATCH] ...]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import export_models  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MATC = os.path.join(ROOT, "build", "matc")
+FMNIST = "idx:/usr/share/datasets/fashion-mnist"
+FORTUNES = "/usr/share/games/fortunes"
+
+# model -> (default batch, data spec, extra matc options)
+SETUP = {
+    "mlp": (64, FMNIST, []),
+    "vgg-small": (64, FMNIST, []),
+    "bert-mini": (16, "text:%s:mlm:128" % FORTUNES, []),
+    "switch-mini": (16, "text:%s:causal:64" % FORTUNES, ["--freeze", "causal_mask,expert_ids"]),
+}
+
+
+def matc_step(name, batch, threads, steps):
+    _, spec, extra = SETUP[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        log = os.path.join(tmp, "log.jsonl")
+        cmd = [MATC, "train", os.path.join(ROOT, "models", name, "model.onnx"), "--data", spec,
+               "--steps", str(steps), "--batch", str(batch), "--threads", str(threads),
+               "--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.01", "--eval-fraction", "0.05",
+               "--eval-every", str(10 * steps), "--log", log] + extra
+        subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
+        rows = [json.loads(l) for l in open(log) if '"loss"' in l]
+    ms = [r["ms"] for r in rows[3:]]          # skip the first steps (page faults, pool start)
+    return statistics.median(ms), statistics.median(r["flops"] for r in rows)
+
+
+def torch_step(name, batch, threads, steps):
+    torch.set_num_threads(threads)
+    model, x0 = export_models.build(name)
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    kind = export_models.SPECS[name]["kind"]
+    if kind == "image":
+        x = torch.rand((batch,) + tuple(x0.shape[1:]), generator=g)
+        y = torch.randint(0, 10, (batch,), generator=g)
+    else:
+        x = torch.randint(0, export_models.VOCAB, (batch,) + tuple(x0.shape[1:]), generator=g)
+        y = torch.randint(0, export_models.VOCAB, x.shape, generator=g)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        out = model(x)
+        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(steps - 3):
+        t = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("models", nargs="*", default=list(SETUP))
+    a = ap.parse_args()
+    peak = float(subprocess.run([os.path.join(ROOT, "build", "sgemm_peak"), str(a.threads), "1024", "9"],
+                                check=True, capture_output=True, text=True).stdout)
+    print("OpenBLAS SGEMM peak, %d threads: %.1f GFLOP/s" % (a.threads, peak))
+    print("%-12s %5s %10s %10s %8s %10s %8s %10s" % ("model", "batch", "matc ms", "torch ms", "speedup",
+                                                      "GFLOP/s", "of peak", "torch GF/s"))
+    for m in a.models:
+        name, _, b = m.partition(":")
+        batch = int(b) if b else SETUP[name][0]
+        ms, flops = matc_step(name, batch, a.threads, a.steps)
+        tms = torch_step(name, batch, a.threads, a.steps)
+        gf = flops / ms / 1e6
+        print("%-12s %5d %10.2f %10.2f %7.2fx %10.1f %7.1f%% %10.1f" % (name, batch, ms, tms, tms / ms, gf,
+                                                                       100 * gf / peak, flops / tms / 1e6))
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
