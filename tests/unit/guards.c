@@ -526,60 +526,59 @@ static int cmp_double(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+/* Step FLOPs and time with 0/25/50/75% of the heads (or of all modules)
+ * frozen, and the step compiled without guards. The five configurations
+ * take turns step by step, so a busy machine slows them alike. */
 static int bench(const char *model, int64_t batch, int heads, int reps) {
-  Step s;
-  if (compile(model, batch, 1, heads, 1, 0, &s)) return 1;
+  Step s, p;
+  if (compile(model, batch, 1, heads, 1, 0, &s) || compile(model, batch, 1, 0, 0, 0, &p)) return 1;
   Graph *g = s.g;
-  int M = g->nmodules, nh = 0, idx[4096];
+  int M = g->nmodules, nh = 0, *idx = malloc(sizeof(int) * (M + 1));
   for (int k = 0; k < M; k++)
     if (!heads || is_head(g, k)) idx[nh++] = k;
-  uint8_t *on = malloc((size_t)M);
-  printf("%s batch %lld, AdamW, %d modules (%d %s), %d threads\n", model, (long long)batch, M, nh,
-         heads ? "heads" : "layers", matc_rt_threads());
-  printf("%-8s %14s %8s %10s %10s\n", "frozen", "step FLOPs", "% full", "ms median", "ms min");
-  double full = kernels_flops(g);
-  for (int pct = 0; pct <= 75; pct += 25) {
-    memset(on, 1, (size_t)M);
-    /* Freeze every 4th, then every 2nd... spread over the layers. */
-    int want = nh * pct / 100;
+  if (nh == 0) {
+    printf("bench: %s has no %s modules\n", model, heads ? "head" : "");
+    return 1;
+  }
+  printf("%s batch %lld, AdamW, %d modules (%d %s), %d threads, %d steps each\n", model, (long long)batch, M, nh,
+         heads ? "heads" : "modules", matc_rt_threads(), reps);
+  enum { NCONF = 5 };
+  uint8_t *on[NCONF];
+  double *t[NCONF];
+  for (int c = 0; c < NCONF; c++) {
+    on[c] = malloc((size_t)M);
+    memset(on[c], 1, (size_t)M);
+    t[c] = malloc(sizeof(double) * reps);
+    if (c == 4) break;
+    /* Freeze a random pct of them (seeded), spread over the layers. */
+    int want = nh * 25 * c / 100, done = 0;
     rng = 99;
-    int done = 0;
     while (done < want) {
       int k = idx[next_rand() % nh];
-      if (on[k]) on[k] = 0, done++;
-    }
-    set_guards(&s, on);
-    run_step(&s, 0, 1e-4);          /* warm-up */
-    double *t = malloc(sizeof(double) * reps);
-    for (int r = 0; r < reps; r++) {
-      double t0 = now_ms();
-      run_step(&s, r + 1, 1e-4);
-      t[r] = now_ms() - t0;
-    }
-    qsort(t, reps, sizeof *t, cmp_double);
-    double fl = kernels_flops_guarded(g, on);
-    printf("%5d%%   %14.4g %7.1f%% %10.2f %10.2f\n", pct, fl, 100 * fl / full, t[reps / 2], t[0]);
-    free(t);
-    if (g->profile) {
-      exec_print_profile(s.x, stdout, 12);
-      matc_rt_prof_reset();
+      if (on[c][k]) on[c][k] = 0, done++;
     }
   }
-  /* The same step compiled without guards. */
-  Step p;
-  if (compile(model, batch, 1, 0, 0, 0, &p)) return 1;
+  run_step(&s, 0, 1e-4);               /* warm-up */
   run_step(&p, 0, 1e-4);
-  double *t = malloc(sizeof(double) * reps);
-  for (int r = 0; r < reps; r++) {
-    double t0 = now_ms();
-    run_step(&p, r + 1, 1e-4);
-    t[r] = now_ms() - t0;
+  for (int r = 0; r < reps; r++)
+    for (int c = 0; c < NCONF; c++) {
+      Step *x = c == 4 ? &p : &s;
+      if (c < 4) set_guards(&s, on[c]);
+      double t0 = now_ms();
+      run_step(x, r + 1, 1e-4);
+      t[c][r] = now_ms() - t0;
+    }
+  double full = kernels_flops(g);
+  printf("%-8s %14s %8s %10s %10s\n", "frozen", "step FLOPs", "% full", "ms median", "ms min");
+  for (int c = 0; c < NCONF; c++) {
+    qsort(t[c], reps, sizeof(double), cmp_double);
+    double fl = c == 4 ? kernels_flops(p.g) : kernels_flops_guarded(g, on[c]);
+    char label[32];
+    if (c == 4) snprintf(label, sizeof label, "noguard");
+    else snprintf(label, sizeof label, "%d%%", 25 * c);
+    printf("%-8s %14.4g %7.1f%% %10.2f %10.2f\n", label, fl, 100 * fl / full, t[c][reps / 2], t[c][0]);
   }
-  qsort(t, reps, sizeof *t, cmp_double);
-  printf("%-8s %14.4g %7.1f%% %10.2f %10.2f\n", "noguard", kernels_flops(p.g), 100 * kernels_flops(p.g) / full,
-         t[reps / 2], t[0]);
-  if (p.g->profile) exec_print_profile(p.x, stdout, 12);
-  free(t);
+  if (g->profile) exec_print_profile(s.x, stdout, 12);
   return 0;
 }
 
