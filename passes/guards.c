@@ -88,10 +88,14 @@ int guards_intern(Guards *gd, const uint64_t *bits, int always, int negate) {
     if (memcmp(gd->sets + (size_t)p * gd->nwords, bits, sizeof(uint64_t) * gd->nwords) == 0) return p;
   }
   if (gd->npreds == gd->cappreds) {
-    gd->cappreds = gd->cappreds ? 2 * gd->cappreds : 64;
-    gd->sets = realloc(gd->sets, sizeof(uint64_t) * gd->nwords * gd->cappreds);
-    gd->negate = realloc(gd->negate, gd->cappreds);
-    MATC_ASSERT(gd->sets && gd->negate);
+    int cap = gd->cappreds ? 2 * gd->cappreds : 64;
+    uint64_t *sets = arena_alloc(gd->arena, sizeof(uint64_t) * gd->nwords * cap);
+    char *neg = arena_alloc(gd->arena, (size_t)cap);
+    if (gd->npreds) {
+      memcpy(sets, gd->sets, sizeof(uint64_t) * gd->nwords * gd->npreds);
+      memcpy(neg, gd->negate, (size_t)gd->npreds);
+    }
+    gd->sets = sets, gd->negate = neg, gd->cappreds = cap;
   }
   int p = gd->npreds++;
   memcpy(gd->sets + (size_t)p * gd->nwords, bits, sizeof(uint64_t) * gd->nwords);
@@ -328,6 +332,7 @@ int insert_guards(Graph *g, const TrainStep *ts, int stop_mode) {
   nv = g->nvals;
 
   Guards *gd = arena_alloc(g->arena, sizeof *gd);
+  gd->arena = g->arena;
   gd->nwords = (M + 63) / 64;
   gd->stop_mode = stop_mode;
   uint64_t *zero = calloc(gd->nwords, sizeof(uint64_t));
