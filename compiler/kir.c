@@ -245,6 +245,10 @@ void kernels_dump(Graph *g, FILE *f) {
     Kernel *k = &g->kernels[i];
     if (k->dead) continue;
     const char *nn = k->node >= 0 ? g->nodes[k->node].name : "";
+    if (k->pred > 0) {
+      char buf[256];
+      fprintf(f, "  if %s", guard_pred_str(g, k->pred, buf, sizeof buf));
+    }
     if (k->kind == K_EXTERN) {
       fprintf(f, "  k%d (%s): extern %s(", i, nn, ext_names[k->ext_fn]);
       for (int j = 0; j < k->nargs; j++) fprintf(f, "%s%%%d", j ? ", " : "", k->args[j]);

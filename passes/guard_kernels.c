@@ -84,10 +84,12 @@ static int axis_var(Graph *g, const Kernel *k, int axis) {
 static int split_kernel(Graph *g, const Kernel *k, int node, const GuardSplit *sp, int split_id, int axis,
                         KList *out) {
   Node *n = &g->nodes[node];
-  if (n->nout < 1 || n->out[0] < 0) return 0;
-  int target = root(g, n->out[0]);
+  /* The value the node makes (an Assign's is its destination). */
+  int made = n->op == OP_Assign ? n->in[0] : n->nout >= 1 ? n->out[0] : -1;
+  if (made < 0) return 0;
+  int target = root(g, made);
   if (k->kind == K_LOOP) {
-    if (root(g, k->out) != target || k->out != n->out[0]) return 0;
+    if (k->out != made) return 0;
     int v = axis_var(g, k, axis);
     if (v < 0) return 0;
     for (int r = 0; r < sp->nranges; r++) {
@@ -103,7 +105,7 @@ static int split_kernel(Graph *g, const Kernel *k, int node, const GuardSplit *s
     return 1;
   }
   if (k->ext_fn != EXT_gemm || k->nargs != 3 || root(g, k->args[2]) != target) return 0;
-  Value *o = &g->vals[n->out[0]];
+  Value *o = &g->vals[made];
   int last = axis == o->rank - 1;
   if (!last && !(axis == o->rank - 2 && (k->p[GEMM_NB] > 0 || o->rank == 2))) return 0;
   for (int r = 0; r < sp->nranges; r++) {

@@ -25,6 +25,9 @@
  *     the parameter's sliced axis. guard_kernels then splits their kernels
  *     per slice, each under its own module, so a frozen head's slice of the
  *     dW GEMM and of the update is really not computed.
+ *   - Global-norm clipping: each parameter's ReduceSumSquare term is
+ *     guarded by that parameter's modules (not by everything the norm
+ *     feeds), so a frozen gradient is not computed and counts as zero.
  *   - stop mode: the nodes that carry a site's gradient to its data input
  *     (the site's grad-rule nodes downstream of its weight) run only when
  *     the site's modules are active; the gradient they would have added is
@@ -85,10 +88,14 @@ int guards_intern(Guards *gd, const uint64_t *bits, int always, int negate) {
     if (memcmp(gd->sets + (size_t)p * gd->nwords, bits, sizeof(uint64_t) * gd->nwords) == 0) return p;
   }
   if (gd->npreds == gd->cappreds) {
-    gd->cappreds = gd->cappreds ? 2 * gd->cappreds : 64;
-    gd->sets = realloc(gd->sets, sizeof(uint64_t) * gd->nwords * gd->cappreds);
-    gd->negate = realloc(gd->negate, gd->cappreds);
-    MATC_ASSERT(gd->sets && gd->negate);
+    int cap = gd->cappreds ? 2 * gd->cappreds : 64;
+    uint64_t *sets = arena_alloc(gd->arena, sizeof(uint64_t) * gd->nwords * cap);
+    char *neg = arena_alloc(gd->arena, (size_t)cap);
+    if (gd->npreds) {
+      memcpy(sets, gd->sets, sizeof(uint64_t) * gd->nwords * gd->npreds);
+      memcpy(neg, gd->negate, (size_t)gd->npreds);
+    }
+    gd->sets = sets, gd->negate = neg, gd->cappreds = cap;
   }
   int p = gd->npreds++;
   memcpy(gd->sets + (size_t)p * gd->nwords, bits, sizeof(uint64_t) * gd->nwords);
@@ -325,6 +332,7 @@ int insert_guards(Graph *g, const TrainStep *ts, int stop_mode) {
   nv = g->nvals;
 
   Guards *gd = arena_alloc(g->arena, sizeof *gd);
+  gd->arena = g->arena;
   gd->nwords = (M + 63) / 64;
   gd->stop_mode = stop_mode;
   uint64_t *zero = calloc(gd->nwords, sizeof(uint64_t));
@@ -447,6 +455,24 @@ int insert_guards(Graph *g, const TrainStep *ts, int stop_mode) {
     }
   }
 
+  /* Global-norm clipping sums ReduceSumSquare(grad_i) over the trained
+   * parameters in order (build_train_step). Each term is guarded by its
+   * own parameter's modules instead of by everything the norm feeds, so
+   * a frozen gradient is neither computed nor counted: its term is zero
+   * (guard_kernels zeroes it), as if the parameter were not trained. */
+  int *clip_owner = malloc(sizeof(int) * (nn + 1));
+  int nclip = 0;
+  for (int i = 0; i < nn; i++) {
+    clip_owner[i] = -1;
+    Node *n = &g->nodes[i];
+    if (!n->dead && n->op == OP_ReduceSumSquare && strcmp(n->name, "grad//ReduceSumSquare") == 0) {
+      if (nclip < ts->nparams) clip_owner[i] = ts->params[nclip];
+      nclip++;
+    }
+  }
+  if (nclip != ts->nparams)
+    for (int i = 0; i < nn; i++) clip_owner[i] = -1;   /* not the pattern this expects */
+
   /* One backward sweep: what every node's consumers need. */
   Sets vs, ns;
   sets_new(&vs, nv, M);
@@ -466,6 +492,11 @@ int insert_guards(Graph *g, const TrainStep *ts, int stop_mode) {
     }
     for (int j = 0; j < n->nout; j++)
       if (n->out[j] >= 0) set_or(&ns, 0, &vs, n->out[j]);
+    if (clip_owner[i] >= 0 && !set_empty(&ns, 0)) {
+      memset(ns.bits, 0, sizeof(uint64_t) * ns.nwords);
+      ns.always[0] = 0;
+      set_or(&ns, 0, &ps, clip_owner[i]);
+    }
     if (cut[i] && !set_empty(&ns, 0)) {
       /* Runs when the site's modules are active (a superset of "and
        * something below needs it" unless everything does). */
@@ -484,6 +515,7 @@ int insert_guards(Graph *g, const TrainStep *ts, int stop_mode) {
   sets_free(&ps);
   free(cut);
   free(cut_param);
+  free(clip_owner);
   free(pm);
   free(trained);
   g->guards = gd;

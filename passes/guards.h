@@ -15,6 +15,7 @@ typedef struct {
 } GuardSplit;
 
 struct Guards {
+  Arena *arena;                /* the graph's: the tables live as long as it */
   int nwords;                  /* uint64 words per module set */
   int stop_mode;
   int npreds, cappreds;

@@ -176,6 +176,7 @@ foreach(opt sgd adamw)
 endforeach()
 matc_test(guards/bert-mini-layers/adamw unit_guards exact ${MATC_SRC}/models/bert-mini/model.onnx adamw)
 matc_test(guards/stop/mlp unit_guards stop ${MATC_SRC}/models/mlp/model.onnx)
+matc_test(guards/clip/mlp unit_guards clip ${MATC_SRC}/models/mlp/model.onnx)
 
 # matc train --mat on end to end (tests/mat_train.py): probe log, frozen
 # modules untouched, bit-exact resume with MAT, the plot, bad options.
@@ -183,3 +184,6 @@ if(PYTHON3)
   matc_test(mat/train ${PYTHON3} ${MATC_SRC}/tests/mat_train.py $<TARGET_FILE:matc> ${MATC_SRC})
   set_tests_properties(mat/train PROPERTIES LABELS mat)
 endif()
+# The same with the modules of the partition pass (passes/partition.c).
+matc_test(guards/bert-mini-part/adamw unit_guards exact ${MATC_SRC}/models/bert-mini/model.onnx adamw part)
+matc_test(guards/switch-mini-part/adamw unit_guards exact ${MATC_SRC}/models/switch-mini/model.onnx adamw part)
