@@ -179,3 +179,9 @@ if(PYTHON3)
   matc_test(mat/train ${PYTHON3} ${MATC_SRC}/tests/mat_train.py $<TARGET_FILE:matc> ${MATC_SRC})
   set_tests_properties(mat/train PROPERTIES LABELS mat)
 endif()
+
+# matc compile (tests/compile.sh): trainers without LLVM equal matc train
+# bit for bit (mlp SGD-momentum, vgg-small AdamW), checkpoint/resume in the
+# trainer, fixed options, damaged trainers, bad compile arguments.
+matc_test(compile/trainer sh ${MATC_SRC}/tests/compile.sh $<TARGET_FILE:matc> ${MATC_SRC})
+set_tests_properties(compile/trainer PROPERTIES LABELS compile)
