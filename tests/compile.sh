@@ -43,6 +43,22 @@ cmp -s a.txt r.txt || { diff a.txt r.txt | head; fail "trainer: 10 + 10 resumed 
 cmp a.onnx r.onnx || fail "trainer: the resumed run's --out model differs"
 echo "ok   mlp trainer: 10 steps + checkpoint + --resume == 20 steps"
 
+# 1b. MAT (three graphs: the step with guards, the mNTK probe, evaluation),
+# and a trainer for any x86-64 (--target-cpu generic) runs.
+opts="$data --optimizer sgd --lr 0.02 --momentum 0.9 --mat on --mat-warmup 3 --mat-refresh 4"
+"$matc" compile "$model" -o mat-trainer $opts 2>cm.err || { cat cm.err; fail "compile mlp --mat on"; }
+grep -q "3 graphs compiled" cm.err || { cat cm.err; fail "compile --mat on: not 3 graphs"; }
+"$matc" train "$model" $opts --steps 20 --log ma.jsonl 2>ma.err || { cat ma.err; fail "matc train --mat on"; }
+./mat-trainer --steps 20 --log mb.jsonl 2>mb.err || { cat mb.err; fail "trainer --mat on"; }
+grep -q lambda mb.jsonl || fail "the MAT trainer's log has no probe"
+sed 's/,"ms":[0-9.e+-]*//; s/,"probe_ms":[0-9.e+-]*//' ma.jsonl > ma.txt
+sed 's/,"ms":[0-9.e+-]*//; s/,"probe_ms":[0-9.e+-]*//' mb.jsonl > mb.txt
+cmp -s ma.txt mb.txt || { diff ma.txt mb.txt | head; fail "MAT: the trainer's log differs from matc train's"; }
+"$matc" compile "$model" -o generic-trainer $data --target-cpu generic 2>cg.err || { cat cg.err; fail "compile generic"; }
+./generic-trainer --steps 5 --log g.jsonl 2>g.err || { cat g.err; fail "generic trainer"; }
+[ "$(wc -l < g.jsonl)" -eq 5 ] || fail "the generic trainer's log has $(wc -l < g.jsonl) lines, not 5"
+echo "ok   MAT trainer == matc train --mat on (losses, probes, decisions); --target-cpu generic runs"
+
 # 2. vgg-small with BatchNormalization, AdamW
 model=$src/models/vgg-small/model.onnx
 opts="--data pb:$src/tests/train/vgg-small/data --batch 4 --eval-fraction 0 --optimizer adamw --lr 0.001 --weight-decay 0.01"
