@@ -131,6 +131,7 @@ fi
 model=$src/models/mlp/model.onnx
 expect 2 "compile needs -o TRAINER" "$matc" compile "$model" $data
 expect 2 "compile needs --data SPEC" "$matc" compile "$model" -o x
+expect 2 "-o is an option of compile" "$matc" train "$model" $data -o x
 expect 1 "cannot write in directory /nonexistent" "$matc" compile "$model" -o /nonexistent/dir/t $data
 expect 1 "is a directory" "$matc" compile "$model" -o . $data
 expect 2 "expected native or generic" "$matc" compile "$model" -o t $data --target-cpu pentium

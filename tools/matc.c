@@ -441,6 +441,8 @@ int main(int argc, char **argv) {
   int rc = parse_args(argc, argv, &o);
   if (rc) return rc;
   if (o.threads > 0) matc_rt_set_threads(o.threads);
+  if ((o.output || o.target_cpu) && strcmp(o.cmd, "compile") != 0)
+    return usage(o.output ? "-o is an option of compile" : "--target-cpu is an option of compile");
   if (strcmp(o.cmd, "run") == 0) return cmd_run(&o);
   if (strcmp(o.cmd, "inspect") == 0) return cmd_inspect(&o);
   if (strcmp(o.cmd, "gradcheck") == 0) return cmd_gradcheck(&o);
