@@ -553,14 +553,21 @@ void partition_total_flops(Graph *g, const char *freeze, double *fwd, double *bw
 /* The mNTK probe graph (passes/build_probe.c): appended to a forward
  * graph bound to n samples, it computes sum_i loss_i (each sample's own
  * training loss) and, by one backward pass, the output gradient of every
- * probe site. Outputs: the sum, then each site node's x and dy. */
+ * probe site. Outputs: the sum, then each site node's x and dy. With
+ * nvec > 0 the scalar outputs are instead the logits contracted with nvec
+ * vectors (inputs the runtime fills with Rademacher signs), one backward
+ * pass each. */
 typedef struct {
   int64_t n;                     /* samples */
-  int target;                    /* target input [n, target dims] */
+  int target;                    /* target input [n, target dims]; -1 with vectors */
   int total;                     /* sum_i loss_i (scalar) */
-  int *x, *dy;                   /* per node id: site input and output gradient, -1 if not a site */
+  int *x;                        /* per node id: site input, -1 if not a site */
+  int *dy;                       /* [nvec][dy_stride]: site output gradient by node id, -1 if not a site */
+  int dy_stride;
+  int nvec;                      /* backward passes: 1, or the number of vectors */
+  int *vectors, *totals;         /* per pass: vector input (-1 for the loss), scalar output */
 } ProbeGraph;
-int build_probe(Graph *g, const TrainConfig *cfg, ProbeGraph *pg);
+int build_probe(Graph *g, const TrainConfig *cfg, int nvec, ProbeGraph *pg);
 /* Fills an empty m->sites from its slices: every Gemm/MatMul/Conv that
  * uses a sliced parameter as its weight, with the bias slice attached. */
 int find_probe_sites(Graph *g, Module *m);

@@ -30,13 +30,29 @@ typedef struct Probe Probe;
  * MATC_UNSUPPORTED with the message in fwd->err. */
 int probe_new(Graph *fwd, const TrainConfig *cfg, int64_t nsamples, Probe **out);
 
+/* The scalar output option (MAT.md item 2). rademacher = m > 0: instead of
+ * each sample's loss, the logits contracted with m random sign vectors
+ * shared by the samples, one backward pass each; each G_k is the mean of
+ * the m Grams, an unbiased estimate of the logit-trace NTK's Gram
+ * sum_c J_c J_c^T. Fresh vectors every run (from seed); targets unused. */
+typedef struct {
+  int rademacher;                /* 0: per-sample loss (the default) */
+  uint64_t seed;
+} ProbeOptions;
+int probe_new_opts(Graph *fwd, const TrainConfig *cfg, int64_t nsamples, const ProbeOptions *o, Probe **out);
+/* Rademacher mode: use these m vectors ([m, logits dims but the first],
+ * floats) on every run instead of random ones (NULL: random again).
+ * MATC_ERR in loss mode. */
+int probe_set_vectors(Probe *p, const float *v);
+
 /* Points the probe's parameters at `train`'s storage (matched by name),
  * so every probe_run sees the current weights, as the evaluation graph of
  * tools/train.c does. Parameters train lacks keep the model's values. */
 void probe_share_params(Probe *p, Graph *train);
 
 /* Runs the probe on n samples: inputs is the model's first input
- * [n, example dims] and targets [n, target dims], both contiguous in the
+ * [n, example dims] and targets [n, target dims] (may be NULL in
+ * Rademacher mode), both contiguous in the
  * dtypes the model and cfg give. Writes lambda[k] and trace[k] for each
  * module k (probe_nmodules of them), the whole-model Gram's lambda_all and
  * trace_all, and *flops: the FLOPs executed (probe graph plus Grams).

@@ -33,6 +33,11 @@ static int weight_use(Graph *g, int node, int param, int *x_in, int *out_axis) {
     *out_axis = 0;
     return 1;
   }
+  if (n->op == OP_MatMul && w == param && g->vals[param].rank == 3) {
+    *x_in = 0;                   /* stacked experts [E, K, N] */
+    *out_axis = 2;
+    return 1;
+  }
   if (n->op == OP_MatMul && g->vals[param].rank == 2) {
     if (w == param) {
       *x_in = 0;
@@ -185,18 +190,50 @@ static int bn_inference_mode(Graph *g) {
   return MATC_OK;
 }
 
-int build_probe(Graph *g, const TrainConfig *cfg, ProbeGraph *pg) {
+/* Rademacher mode: output r is sum_i <logits_i, v_r>, with the vector
+ * v_r (an input [1, logits dims but the first]) shared by all samples,
+ * so that the mean over r of the Grams estimates the logit-trace NTK. */
+static int rademacher_outputs(AD *ad, int logits, int nvec, ProbeGraph *pg) {
+  Graph *g = ad->g;
+  Value y = g->vals[logits];
+  if (!dt_is_float(y.dt) || y.rank < 1)
+    return fail(g, -1, -1, "Rademacher probe outputs need float logits with a sample axis ('%s')", y.name);
+  int64_t dims[MATC_MAX_RANK], all[MATC_MAX_RANK];
+  memcpy(dims, y.dims, sizeof dims);
+  dims[0] = 1;
+  for (int i = 0; i < MATC_MAX_RANK; i++) all[i] = i;
+  for (int r = 0; r < nvec; r++) {
+    char name[64];
+    snprintf(name, sizeof name, "matc.probe_vector%d", r);
+    int v = graph_add_value(g, name);
+    g->vals[v].kind = V_INPUT;
+    value_set(&g->vals[v], y.dt, y.rank, dims);
+    pg->vectors[r] = v;
+    pg->totals[r] = ad_reduce_sum(ad, ad_mul(ad, logits, v), y.rank, all, 0);
+  }
+  return ad->status;
+}
+
+int build_probe(Graph *g, const TrainConfig *cfg, int nvec, ProbeGraph *pg) {
   memset(pg, 0, sizeof *pg);
   int rc0 = bn_inference_mode(g);
   if (rc0) return rc0;
   pg->n = g->vals[g->outputs[0]].dims[0];
+  pg->target = -1;
+  pg->nvec = nvec > 0 ? nvec : 1;
+  pg->vectors = arena_alloc(g->arena, sizeof(int) * pg->nvec);
+  pg->totals = arena_alloc(g->arena, sizeof(int) * pg->nvec);
   AD ad = {g, NULL, -1, MATC_OK};
-  int rc = per_sample_loss_sum(&ad, cfg, g->outputs[0], pg);
+  int rc = nvec > 0 ? rademacher_outputs(&ad, g->outputs[0], nvec, pg) : per_sample_loss_sum(&ad, cfg, g->outputs[0], pg);
   if (rc) return rc;
+  if (nvec <= 0) pg->totals[0] = pg->total, pg->vectors[0] = -1;
+  else pg->total = pg->totals[0];
   int nn = g->nnodes;
+  pg->dy_stride = nn;
   pg->x = arena_alloc(g->arena, sizeof(int) * (nn + 1));
-  pg->dy = arena_alloc(g->arena, sizeof(int) * (nn + 1));
-  for (int i = 0; i < nn; i++) pg->x[i] = pg->dy[i] = -1;
+  pg->dy = arena_alloc(g->arena, sizeof(int) * ((size_t)pg->nvec * nn + 1));
+  for (int i = 0; i < nn; i++) pg->x[i] = -1;
+  for (int i = 0; i < pg->nvec * nn; i++) pg->dy[i] = -1;
   int *wrt = arena_alloc(g->arena, sizeof(int) * (nn + 1)), *grads = arena_alloc(g->arena, sizeof(int) * (nn + 1));
   int *site_node = arena_alloc(g->arena, sizeof(int) * (nn + 1)), nw = 0;
   for (int k = 0; k < g->nmodules; k++) {
@@ -219,18 +256,21 @@ int build_probe(Graph *g, const TrainConfig *cfg, ProbeGraph *pg) {
     }
   }
   if (nw == 0) return fail(g, -1, -1, "the mNTK probe has no site: no module has a Gemm, MatMul or Conv weight");
-  int seed = ad_const(&ad, g->vals[pg->total].dt, 1.0);
-  if ((rc = ad.status) || (rc = autodiff(g, 1, &pg->total, &seed, nw, wrt, grads))) return rc;
-  g->outputs = arena_alloc(g->arena, sizeof(int) * (2 * nw + 1));
+  g->outputs = arena_alloc(g->arena, sizeof(int) * ((size_t)(pg->nvec + 1) * nw + pg->nvec + 1));
   g->noutputs = 0;
-  g->outputs[g->noutputs++] = pg->total;
-  for (int i = 0; i < nw; i++) {
-    pg->dy[site_node[i]] = grads[i];
-    int pair[2] = {pg->x[site_node[i]], grads[i]};
-    for (int j = 0; j < 2; j++) {
-      int dup = 0;
-      for (int o = 0; o < g->noutputs; o++) dup |= g->outputs[o] == pair[j];
-      if (!dup) g->outputs[g->noutputs++] = pair[j];
+  for (int r = 0; r < pg->nvec; r++) {
+    /* One backward pass per scalar output (per vector in Rademacher mode). */
+    int seed = ad_const(&ad, g->vals[pg->totals[r]].dt, 1.0);
+    if ((rc = ad.status) || (rc = autodiff(g, 1, &pg->totals[r], &seed, nw, wrt, grads))) return rc;
+    g->outputs[g->noutputs++] = pg->totals[r];
+    for (int i = 0; i < nw; i++) {
+      pg->dy[(size_t)r * nn + site_node[i]] = grads[i];
+      int pair[2] = {pg->x[site_node[i]], grads[i]};
+      for (int j = 0; j < 2; j++) {
+        int dup = 0;
+        for (int o = 0; o < g->noutputs; o++) dup |= g->outputs[o] == pair[j];
+        if (!dup) g->outputs[g->noutputs++] = pair[j];
+      }
     }
   }
   for (int i = 0; i < g->noutputs; i++) g->vals[g->outputs[i]].is_output = 1;

@@ -162,7 +162,7 @@ static int follow_layout(Graph *g, const Uses *u, int v, int *hax) {
       for (int i = 0; i < r; i++)
         if (perm[i] == *hax) { *hax = i; break; }
       v = n->out[0];
-    } else if ((n->op == OP_Mul || n->op == OP_Div) && u->input[k] == 0 &&
+    } else if ((n->op == OP_Mul || n->op == OP_Div) && n->nin == 2 && u->input[k] == 0 && n->in[1] >= 0 &&
                value_nelem(&g->vals[n->in[1]]) == 1 && g->vals[n->out[0]].rank == r) {
       v = n->out[0];
     } else {

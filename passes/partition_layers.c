@@ -113,7 +113,8 @@ int layer_at(Graph *g, const Uses *u, int i, Layer *L) {
   L->w = n->in[1];
   L->y = n->out[0];
   Value *w = &g->vals[L->w], *y = &g->vals[L->y];
-  if (w->rank < 0 || y->rank < 1) return 0;
+  if (w->rank < 0 || y->rank < 1 || !value_nelem_known(y) || value_nelem(w) <= 0 || value_nelem(y) <= 0)
+    return 0;                      /* nothing to divide work by: not a layer */
   if (n->op == OP_MatMul && (w->rank == 2 || w->rank == 3)) {
     L->stacked = w->rank == 3;
     L->in_axis = w->rank - 2;

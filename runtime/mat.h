@@ -23,6 +23,8 @@ typedef struct {
   int patience;          /* refreshes below beta in a row before a module stops */
   int reentry;           /* stopped modules may come back (modular rule only) */
   int min_active;        /* never fewer active modules than this (largest lambda first) */
+  int by_group;          /* ref (max or mean) over the module's own group (its kind:
+                            heads against heads, layers against layers), not all */
 } MatOptions;
 
 /* Defaults (README.md, "MAT options", says why). */
@@ -34,6 +36,8 @@ const char *mat_ref_name(MatRef r);
 typedef struct MatPolicy MatPolicy;
 
 MatPolicy *mat_policy_new(const MatOptions *o, int nmodules);
+/* Module k's group (e.g. its kind), for by_group; all 0 unless set. */
+void mat_policy_set_groups(MatPolicy *p, const int *group);
 void mat_policy_free(MatPolicy *p);
 
 /* Does step `step` (0-based, before it runs) start with a probe? */

@@ -26,18 +26,20 @@ struct MatPolicy {
   int64_t *below;          /* refreshes in a row under beta */
   uint8_t *stopped;        /* temporal rule fired */
   int64_t *frozen_steps;
+  int *group;
 };
 
 void mat_options_default(MatOptions *o) {
   memset(o, 0, sizeof *o);
   o->warmup = 50;
-  o->refresh = 10;
-  o->alpha = 0.1;
+  o->refresh = 25;
+  o->alpha = 0.3;
   o->ref = MAT_REF_MAX;
   o->beta = 0;
   o->patience = 2;
   o->reentry = 0;
   o->min_active = 1;
+  o->by_group = 1;
 }
 
 int mat_ref_parse(const char *s) {
@@ -64,7 +66,8 @@ MatPolicy *mat_policy_new(const MatOptions *o, int nmodules) {
   p->below = calloc(n, sizeof(int64_t));
   p->stopped = calloc(n, 1);
   p->frozen_steps = calloc(n, sizeof(int64_t));
-  if (!p->lambda0 || !p->d1 || !p->dprev || !p->below || !p->stopped || !p->frozen_steps) {
+  p->group = calloc(n, sizeof(int));
+  if (!p->lambda0 || !p->d1 || !p->dprev || !p->below || !p->stopped || !p->frozen_steps || !p->group) {
     mat_policy_free(p);
     return NULL;
   }
@@ -79,7 +82,12 @@ void mat_policy_free(MatPolicy *p) {
   free(p->below);
   free(p->stopped);
   free(p->frozen_steps);
+  free(p->group);
   free(p);
+}
+
+void mat_policy_set_groups(MatPolicy *p, const int *group) {
+  memcpy(p->group, group, sizeof(int) * (size_t)p->n);
 }
 
 int mat_policy_probe_due(const MatPolicy *p, int64_t step) {
@@ -107,6 +115,21 @@ static void temporal(MatPolicy *p, const double *lambda) {
   }
 }
 
+/* The modular rule's reference for module k: the largest or mean finite
+ * lambda over all modules or over k's group, or lambda_max(G). */
+static double reference(const MatPolicy *p, int k, const double *lambda, double lambda_all) {
+  if (p->o.ref == MAT_REF_FULL) return lambda_all;
+  double ref = 0;
+  int nfin = 0;
+  for (int j = 0; j < p->n; j++) {
+    if (!isfinite(lambda[j]) || (p->o.by_group && p->group[j] != p->group[k])) continue;
+    nfin++;
+    if (p->o.ref == MAT_REF_MAX) ref = lambda[j] > ref ? lambda[j] : ref;
+    else ref += lambda[j];
+  }
+  return p->o.ref == MAT_REF_MEAN && nfin ? ref / nfin : ref;
+}
+
 void mat_policy_update(MatPolicy *p, int64_t step, const double *lambda, double lambda_all,
                        uint8_t *guards) {
   temporal(p, lambda);
@@ -115,20 +138,10 @@ void mat_policy_update(MatPolicy *p, int64_t step, const double *lambda, double 
     memset(guards, 1, (size_t)p->n);
     return;
   }
-  double ref = 0;
-  int nfin = 0;
-  for (int k = 0; k < p->n; k++) {
-    if (!isfinite(lambda[k])) continue;
-    nfin++;
-    if (p->o.ref == MAT_REF_MAX) ref = lambda[k] > ref ? lambda[k] : ref;
-    else ref += lambda[k];
-  }
-  if (p->o.ref == MAT_REF_MEAN && nfin) ref /= nfin;
-  if (p->o.ref == MAT_REF_FULL) ref = lambda_all;
   int active = 0;
   for (int k = 0; k < p->n; k++) {
     if (p->o.beta > 0 && p->below[k] >= p->o.patience) p->stopped[k] = 1;
-    int on = isfinite(lambda[k]) && lambda[k] >= p->o.alpha * ref;
+    int on = isfinite(lambda[k]) && lambda[k] >= p->o.alpha * reference(p, k, lambda, lambda_all);
     if (p->stopped[k] && !p->o.reentry) on = 0;
     if (p->stopped[k] && p->o.reentry && on) {
       p->stopped[k] = 0;   /* back: its convergence is judged afresh */

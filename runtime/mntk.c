@@ -31,6 +31,12 @@ void mntk_site_cost(int64_t n, const MntkSite *s, double *structured, double *ma
   *materialised = 2 * N * T * NI * O + N * (N + 1) * NI * O;
 }
 
+/* Row of sample i's token t in an [outer, n, T / outer, features] layout. */
+static int64_t row_of(int64_t n, const MntkSite *s, int64_t i, int64_t t) {
+  int64_t outer = s->outer > 1 ? s->outer : 1, per = s->tokens / outer;
+  return (t / per * n + i) * per + t % per;
+}
+
 /* X rows: sample i, token t -> the slice's input features (+ 1 for the bias). */
 static void pack_x(int64_t n, const MntkSite *s, float *X) {
   int64_t T = s->tokens, NI = in_features(s);
@@ -38,7 +44,7 @@ static void pack_x(int64_t n, const MntkSite *s, float *X) {
     for (int64_t t = 0; t < T; t++) {
       float *row = X + (i * T + t) * NI;
       if (!s->conv) {
-        memcpy(row, s->x + (i * T + t) * s->nx + s->x0, sizeof(float) * (s->x1 - s->x0));
+        memcpy(row, s->x + row_of(n, s, i, t) * s->nx + s->x0, sizeof(float) * (s->x1 - s->x0));
       } else {
         int64_t oh = t / s->OW, ow = t % s->OW, f = 0;
         for (int64_t c = s->x0; c < s->x1; c++) {
@@ -62,7 +68,7 @@ static void pack_dy(int64_t n, const MntkSite *s, float *D) {
   for (int64_t i = 0; i < n; i++) {
     if (!s->conv) {
       for (int64_t t = 0; t < T; t++)
-        memcpy(D + (i * T + t) * O, s->dy + (i * T + t) * s->ny + s->y0, sizeof(float) * O);
+        memcpy(D + (i * T + t) * O, s->dy + row_of(n, s, i, t) * s->ny + s->y0, sizeof(float) * O);
     } else {
       for (int64_t o = 0; o < O; o++) {
         const float *plane = s->dy + (i * s->ny + s->y0 + o) * T;

@@ -16,12 +16,16 @@
 #include <stdint.h>
 
 typedef struct {
-  /* Linear sites: x is [n, tokens, nx] and dy is [n, tokens, ny], row-major
-   * (any leading dims between the sample and the features are tokens).
+  /* Linear sites: x is [outer, n, tokens / outer, nx] and dy is
+   * [outer, n, tokens / outer, ny], row-major: outer is 1 when the sample
+   * axis leads (PyTorch's nn.MultiheadAttention runs its projections on
+   * [S, B, E] rows: outer S). Sample i's token (o, r) is row
+   * (o * n + i) * (tokens / outer) + r.
    * Conv sites: x is [n, C, H, W] and dy is [n, ny, OH, OW]; tokens is
    * OH * OW and nx is C * KH * KW (the im2col patch). */
   const float *x, *dy;
   int64_t tokens, nx, ny;
+  int64_t outer;           /* row blocks before the sample axis; 0 means 1 */
   int64_t x0, x1;          /* input features in the slice: [x0, x1) */
   int64_t y0, y1;          /* output features in the slice: [y0, y1) */
   int bias;                /* the slice includes the bias of [y0, y1) */

@@ -57,7 +57,9 @@ models=$data/../../../models
 trainref=$data/../../train/mlp/data
 expect train-missing-data 1 "/nonexistent" "missing" -- train "$models/mlp/model.onnx" --data idx:/nonexistent --steps 2
 expect train-wrong-data 1 "input 'input'" "float32" "int64" -- train "$models/mlp/model.onnx" --data "text:$data/../../layout:causal:16" --steps 2
-expect train-nan-loss 1 "step" "the loss is" -- train "$models/mlp/model.onnx" --data "pb:$trainref" --steps 20 --batch 4 --lr 1e12 --momentum 0.9 --eval-fraction 0
+expect train-nan-loss 1 "step 3" "the loss is" "first non-finite value" "node '/fc2/Gemm' (Gemm)" -- train "$models/mlp/model.onnx" --data "pb:$trainref" --steps 20 --batch 4 --lr 1e12 --momentum 0.9 --eval-fraction 0
+expect train-nan-keeps-checkpoint 1 "step 3" "the last checkpoint" "step 2) is kept" -- train "$models/mlp/model.onnx" --data "pb:$trainref" --steps 20 --batch 4 --lr 1e12 --momentum 0.9 --eval-fraction 0 --checkpoint "$tmp/cknan" --checkpoint-every 1
+grep -q '^step=2$' "$tmp/cknan/checkpoint.matc" && echo "ok   train-nan-checkpoint-is-step-2" || { echo "FAIL train-nan-checkpoint-is-step-2"; failures=$((failures + 1)); }
 
 # Checkpoints (--resume): missing, truncated, damaged, another model's, another optimizer's.
 mlp="$models/mlp/model.onnx"

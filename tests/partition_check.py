@@ -17,7 +17,8 @@ import tempfile
 matc, src, case = sys.argv[1], sys.argv[2], sys.argv[3]
 MODELS = {m: os.path.join(src, "models", m, "model.onnx") for m in ["mlp", "vgg-small", "bert-mini", "switch-mini"]}
 MODELS.update({m: os.path.join(src, "tests", "models", m, "model.onnx")
-               for m in ["gpt-tiny", "vit-tiny", "switch-tiny", "resnet-tiny", "moe-stacked"]})
+               for m in ["gpt-tiny", "vit-tiny", "switch-tiny", "resnet-tiny"]})
+MODELS["moe-stacked"] = os.path.join(src, "tests", "partition", "moe-stacked", "model.onnx")
 failures = []
 
 

@@ -150,6 +150,9 @@ if(PYTHON3)
     set_tests_properties(partition/${m} PROPERTIES LABELS partition)
   endforeach()
 endif()
+matc_test(partition/moe-stacked/forward $<TARGET_FILE:matc> run ${MATC_SRC}/tests/partition/moe-stacked/model.onnx
+  --data ${MATC_SRC}/tests/partition/moe-stacked/test_data_set_0 --rtol 1e-4 --atol 1e-5)
+set_tests_properties(partition/moe-stacked/forward PROPERTIES LABELS partition)
 
 # The mNTK probe against explicit per-sample Jacobians from PyTorch
 # (tests/mntk/<model>/, made by tools/make_mntk_refs.py).
@@ -157,7 +160,8 @@ add_executable(mntk_check ${MATC_SRC}/tests/mntk/mntk_check.c)
 target_link_libraries(mntk_check PRIVATE matc_compiler matc_runtime ${LLVM_LIB} ${PROTOBUF_C_LIB}
   ${OPENBLAS_LIB} Threads::Threads m)
 set_target_properties(mntk_check PROPERTIES ENABLE_EXPORTS ON)
-foreach(m mlp vgg-small bert-mini switch-mini gpt-tiny switch-tiny resnet-tiny cnn-bn-train)
+foreach(m mlp vgg-small bert-mini switch-mini gpt-tiny vit-tiny switch-tiny resnet-tiny cnn-bn-train
+    moe-stacked mlp-rademacher gpt-tiny-rademacher)
   if(EXISTS ${MATC_SRC}/tests/mntk/${m}/reference.txt)
     matc_test(mntk/${m} mntk_check ${MATC_SRC} ${m})
   endif()

@@ -38,8 +38,32 @@ import export_models  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = {"mlp": 8, "vgg-small": 4, "bert-mini": 4, "switch-mini": 4,
-           "gpt-tiny": 6, "vit-tiny": 6, "switch-tiny": 6, "resnet-tiny": 4, "cnn-bn-train": 4}
-FOREIGN = ("gpt-tiny", "vit-tiny", "switch-tiny", "resnet-tiny", "cnn-bn-train")
+           "gpt-tiny": 6, "vit-tiny": 6, "switch-tiny": 6, "resnet-tiny": 4, "cnn-bn-train": 4,
+           "moe-stacked": 8}
+# Rademacher-mode references (logits contracted with m sign vectors shared
+# by the samples; G_k is the mean of the m Grams): tests/mntk/<name>-rademacher.
+RADEMACHER = {"mlp": 3, "gpt-tiny": 2}
+FOREIGN = ("gpt-tiny", "vit-tiny", "switch-tiny", "resnet-tiny", "cnn-bn-train", "moe-stacked")
+MOE_STACKED = os.path.join(ROOT, "tests", "partition", "moe-stacked", "model.onnx")
+
+
+class MoEStacked(torch.nn.Module):
+    """tests/partition/moe-stacked (stacked [E, K, N] expert weights) in
+    torch, on the ONNX file's initializers; each row of x is a sample."""
+
+    def __init__(self):
+        super().__init__()
+        om = onnx.load(MOE_STACKED)
+        self.p = torch.nn.ParameterDict({
+            i.name.replace(".", "_"): torch.nn.Parameter(torch.from_numpy(numpy_helper.to_array(i).copy()))
+            for i in om.graph.initializer if i.data_type == onnx.TensorProto.FLOAT})
+
+    def forward(self, x):
+        w = self.p
+        gate = torch.softmax(x @ w["moe_router_weight"] + w["moe_router_bias"], -1)        # [T, E]
+        h = torch.relu(x[None] @ w["moe_experts_w1"] + w["moe_experts_b1"])                # [E, T, F]
+        y = h @ w["moe_experts_w2"] + w["moe_experts_b2"]                                  # [E, T, D]
+        return (y * gate.T[..., None]).sum(0) @ w["head_weight"]
 
 
 def whole(p):
@@ -101,6 +125,9 @@ def partition_modules(matc, path):
 
 
 def build_any(name):
+    if name == "moe-stacked":
+        torch.manual_seed(5)
+        return MoEStacked().float(), torch.rand(2, 16)
     return export_models.build_foreign(name) if name in FOREIGN else export_models.build(name)
 
 
@@ -152,12 +179,16 @@ def main():
     matc = os.path.join(ROOT, "build", "matc")
     if args[:1] == ["--matc"]:
         matc, args = args[1], args[2:]
-    names = args or list(SAMPLES)
+    names = args or list(SAMPLES) + [n + "-rademacher" for n in RADEMACHER]
     torch.set_num_threads(2)
-    for name in names:
+    for full in names:
+        name = full[:-len("-rademacher")] if full.endswith("-rademacher") else full
+        m_vec = RADEMACHER[name] if full != name else 0
         model, _ = build_any(name)
         model = model.double().eval()
         path = os.path.join(ROOT, "tests" if name in FOREIGN else "", "models", name, "model.onnx")
+        if name == "moe-stacked":
+            path = MOE_STACKED
         om = onnx.load(path)
         shapes = {i.name: tuple(i.dims) for i in om.graph.initializer}
         # Buffers as the file has them (a training-mode export ran forward
@@ -182,19 +213,27 @@ def main():
         else:
             mods = [(m, k, [(onnx_name[p], a, b, e) for p, a, b, e in sl]) for m, k, sl in modules_of(name, model)]
         params = dict(model.named_parameters())
-        rows = {m[0]: [] for m in mods}
-        for i in range(n):
-            xi = x[i:i + 1].double() if x.is_floating_point() else x[i:i + 1]
-            loss = sample_loss(model, xi, t[i:i + 1])
-            grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()), allow_unused=True)))
-            for mname, _, slices in mods:
-                parts = []
-                for init, a, b, e in slices:
-                    pname, how = source[init]
-                    gr = grads[pname] if grads[pname] is not None else torch.zeros_like(params[pname])
-                    parts.append(cut(to_onnx_layout(gr, how, shapes[init]), a, b, e))
-                rows[mname].append(torch.cat(parts))
-        d = os.path.join(ROOT, "tests", "mntk", name)
+        vecs = None
+        if m_vec:
+            with torch.no_grad():
+                yshape = model(x[:1].double() if x.is_floating_point() else x[:1]).shape[1:]
+            gv = torch.Generator().manual_seed(777)
+            vecs = (torch.randint(0, 2, (m_vec,) + tuple(yshape), generator=gv) * 2 - 1).double()
+        npass = max(m_vec, 1)
+        rows = [{m[0]: [] for m in mods} for _ in range(npass)]
+        for r in range(npass):
+            for i in range(n):
+                xi = x[i:i + 1].double() if x.is_floating_point() else x[i:i + 1]
+                out = (model(xi)[0] * vecs[r]).sum() if m_vec else sample_loss(model, xi, t[i:i + 1])
+                grads = dict(zip(params, torch.autograd.grad(out, list(params.values()), allow_unused=True)))
+                for mname, _, slices in mods:
+                    parts = []
+                    for init, a, b, e in slices:
+                        pname, how = source[init]
+                        gr = grads[pname] if grads[pname] is not None else torch.zeros_like(params[pname])
+                        parts.append(cut(to_onnx_layout(gr, how, shapes[init]), a, b, e))
+                    rows[r][mname].append(torch.cat(parts))
+        d = os.path.join(ROOT, "tests", "mntk", full)
         os.makedirs(d, exist_ok=True)
         export_models.save_tensor(x.numpy() if x.is_floating_point() else x.numpy().astype(np.int64),
                                   om.graph.input[0].name, os.path.join(d, "input.pb"))
@@ -202,22 +241,29 @@ def main():
         lines = ["model %s" % os.path.relpath(path, ROOT), "samples %d" % n]
         if name in FOREIGN:
             lines.append("partition auto")
-        allrows = []
+        if m_vec:
+            lines.append("rademacher %d" % m_vec)
+            export_models.save_tensor(vecs.float().numpy(), "vectors", os.path.join(d, "vectors.pb"))
+        allrows = [[] for _ in range(npass)]
         for mname, kind, slices in mods:
-            J = torch.stack(rows[mname])            # [n, p_k]
-            allrows.append(J)
-            G = (J @ J.T).numpy()
+            G = 0
+            for r in range(npass):
+                J = torch.stack(rows[r][mname])            # [n, p_k]
+                allrows[r].append(J)
+                G = G + (J @ J.T).numpy() / npass
             lam = float(np.linalg.eigvalsh(G)[-1])
             lines.append("module %s %s" % (mname, kind))
             for p, a, b, e in slices:
                 lines.append("slice %s %d %d %d" % (p, a, b, e))
             lines.append("value %.17g %.17g" % (lam, float(np.trace(G))))
-        J = torch.cat(allrows, dim=1)
-        G = (J @ J.T).numpy()
+        G = 0
+        for r in range(npass):
+            J = torch.cat(allrows[r], dim=1)
+            G = G + (J @ J.T).numpy() / npass
         lines.append("all %.17g %.17g" % (float(np.linalg.eigvalsh(G)[-1]), float(np.trace(G))))
         with open(os.path.join(d, "reference.txt"), "w") as f:
             f.write("\n".join(lines) + "\n")
-        print("%s: %d modules, %d samples, lambda_max(G) %.6g" % (name, len(mods), n, float(np.linalg.eigvalsh(G)[-1])))
+        print("%s: %d modules, %d samples, lambda_max(G) %.6g" % (full, len(mods), n, float(np.linalg.eigvalsh(G)[-1])))
 
 
 if __name__ == "__main__":

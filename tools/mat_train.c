@@ -54,6 +54,12 @@ int mat_setup(MatRun *m, const Options *o, Graph *fwd, Graph *train, Exec *tx, c
   m->guards = tx->bufs[train->guard_value];
   memset(m->guards, 1, (size_t)m->n);
   m->pol = mat_policy_new(&m->opts, m->n);
+  int *kinds = malloc(sizeof(int) * (size_t)m->n);
+  if (m->pol && kinds) {
+    for (int k = 0; k < m->n; k++) kinds[k] = (int)train->modules[k].kind;
+    mat_policy_set_groups(m->pol, kinds);
+  }
+  free(kinds);
   m->lambda = calloc((size_t)m->n, sizeof(double));
   m->trace = calloc((size_t)m->n, sizeof(double));
   /* The fixed probe batch. */
@@ -95,6 +101,10 @@ int mat_before_step(MatRun *m, int64_t step, char *logbuf, size_t len) {
   m->probe_flops_total += m->probe_flops;
   m->nprobes++;
   mat_policy_update(m->pol, step, m->lambda, m->lambda_all, m->guards);
+  /* A module the probe cannot measure (no Gemm/MatMul/Conv site: an
+   * embedding, a norm given as a module) is never frozen on a zero. */
+  for (int k = 0; k < m->n; k++)
+    if (m->train->modules[k].nsites == 0) m->guards[k] = 1;
   m->step_flops = kernels_flops_guarded(m->train, m->guards);
   /* The probe keys of DESIGN.md's metrics log, for this step's line. */
   size_t n = 0;

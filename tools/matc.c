@@ -64,6 +64,7 @@ static int parse_mat_option(Options *o, const char *a, const char *v) {
   if (!strcmp(a, "--mat") && (!strcmp(v, "on") || !strcmp(v, "off"))) o->mat_on = !strcmp(v, "on");
   else if (!strcmp(a, "--mat-mode") && (!strcmp(v, "weights") || !strcmp(v, "stop"))) o->mat_stop = !strcmp(v, "stop");
   else if (!strcmp(a, "--mat-ref") && mat_ref_parse(v) >= 0) m->ref = (MatRef)mat_ref_parse(v);
+  else if (!strcmp(a, "--mat-group") && (!strcmp(v, "kind") || !strcmp(v, "all"))) m->by_group = !strcmp(v, "kind");
   else if (!strcmp(a, "--mat-reentry") && (!strcmp(v, "on") || !strcmp(v, "off"))) m->reentry = !strcmp(v, "on");
   else if (!strcmp(a, "--mat-warmup") && num && d >= 0) m->warmup = (int64_t)d;
   else if (!strcmp(a, "--mat-refresh") && num && d >= 1) m->refresh = (int64_t)d;
@@ -91,7 +92,7 @@ static int parse_args(int argc, char **argv, Options *o) {
   o->optimizer = "sgd";
   o->schedule = "constant";
   mat_options_default(&o->mat);
-  o->mat_probe_samples = 32;
+  o->mat_probe_samples = 16;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *next = i + 1 < argc ? argv[i + 1] : NULL;

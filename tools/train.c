@@ -143,6 +143,36 @@ static int check_targets(const Options *o, DType dt, const void *tgt, int64_t n,
   return 0;
 }
 
+/* After a non-finite loss: reruns the failed step kernel by kernel in
+ * the interpreter, from the parameters as they were before it (the
+ * snapshot), and names the first node whose output holds a NaN or an
+ * infinity: a forward activation, the loss, a gradient or an update. */
+static void find_nonfinite(Graph *g, Exec *x, FILE *f) {
+  for (int k = 0; k < g->nkernels;) {
+    int node = g->kernels[k].node, k1 = k + 1;
+    while (k1 < g->nkernels && g->kernels[k1].node == node) k1++;
+    kernels_interpret(g, k, k1, x->bufs);
+    k = k1;
+    if (node < 0) continue;
+    const Node *n = &g->nodes[node];
+    for (int j = 0; j < n->nout; j++) {
+      int v = n->out[j];
+      const Value *val = v >= 0 ? &g->vals[v] : NULL;
+      if (!val || val->fused || !x->bufs[v] || (val->dt != DT_F32 && val->dt != DT_F64)) continue;
+      int64_t ne = value_nelem(val);
+      for (int64_t i = 0; i < ne; i++) {
+        double e = val->dt == DT_F32 ? ((float *)x->bufs[v])[i] : ((double *)x->bufs[v])[i];
+        if (isfinite(e)) continue;
+        fprintf(f, "matc: the first non-finite value: %g at element %lld of '%s', output %d of node '%s' (%s)%s\n",
+                e, (long long)i, val->name, j, n->name, n->op_type,
+                val->kind == V_PARAM ? " (a parameter: the update wrote it)" : "");
+        return;
+      }
+    }
+  }
+  fprintf(f, "matc: rerunning the step from the saved parameters gave no non-finite value (nondeterministic?)\n");
+}
+
 /* One line of progress: rewritten in place on a terminal (step, loss,
  * steps/s, ETA), a plain line every 50 steps otherwise (logs, CI). */
 static void progress(int tty, int64_t done, int64_t total, int64_t step, int64_t steps, double loss,
@@ -250,7 +280,7 @@ int cmd_train(Options *o) {
   memset(&ts, 0, sizeof ts);
   MatRun mr;
   memset(&mr, 0, sizeof mr);
-  char *probe_keys = NULL;
+  char *probe_keys = NULL, *snapshot = NULL;
   int *saved = NULL, nsaved = 0;
   int64_t start = 0;
   FILE *log = NULL;
@@ -372,6 +402,10 @@ int cmd_train(Options *o) {
   double total_full = 0;
   int nmodules = mr.on ? mr.n : 0, nactive = nmodules;
   if (mr.on) probe_keys = malloc(1 << 16);
+  size_t param_bytes = 0;
+  for (int i = 0; i < ts.nparams; i++)
+    param_bytes += (size_t)value_nelem(&tr.g->vals[ts.params[i]]) * dt_size(tr.g->vals[ts.params[i]].dt);
+  snapshot = malloc(param_bytes + 1);
   int64_t eval_every = o->eval_every > 0 ? o->eval_every : o->steps;
   int64_t saved_step = -1;
   if (start >= o->steps)
@@ -398,6 +432,12 @@ int cmd_train(Options *o) {
       step_flops = mr.step_flops + mr.probe_flops;
       nactive = mat_active(&mr);
     }
+    /* The parameters before the step, to diagnose a non-finite loss. */
+    for (int i = 0, off = 0; i < ts.nparams; i++) {
+      size_t b = (size_t)value_nelem(&tr.g->vals[ts.params[i]]) * dt_size(tr.g->vals[ts.params[i]].dt);
+      memcpy(snapshot + off, tr.x->bufs[ts.params[i]], b);
+      off += b;
+    }
     double s0 = now_ms();
     exec_run(tr.x);
     double ms = now_ms() - s0;
@@ -405,6 +445,15 @@ int cmd_train(Options *o) {
     if (!isfinite(loss)) {
       fprintf(stderr, "\nmatc: step %lld: the loss is %g; stopping (lower --lr, or --clip)\n",
               (long long)step + 1, loss);
+      for (int i = 0, off = 0; i < ts.nparams; i++) {
+        size_t b = (size_t)value_nelem(&tr.g->vals[ts.params[i]]) * dt_size(tr.g->vals[ts.params[i]].dt);
+        memcpy(tr.x->bufs[ts.params[i]], snapshot + off, b);
+        off += b;
+      }
+      find_nonfinite(tr.g, tr.x, stderr);
+      if (saved_step >= 0 || o->resume)
+        fprintf(stderr, "matc: the last checkpoint (%s/checkpoint.matc, step %lld) is kept\n",
+                o->checkpoint ? o->checkpoint : o->resume, (long long)(saved_step >= 0 ? saved_step : start));
       goto done_log;
     }
     last_loss = loss;
@@ -517,6 +566,7 @@ done:
   free(saved);
   free(ts.state);
   free(probe_keys);
+  free(snapshot);
   mat_free(&mr);
   exec_free(tr.x);
   exec_free(ev.x);

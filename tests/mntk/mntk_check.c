@@ -33,7 +33,7 @@ typedef struct {
 } RefModule;
 
 static RefModule mods[MAXMOD];
-static int nmods, failed, passed, use_partition;
+static int nmods, failed, passed, use_partition, rademacher;
 static double ref_lambda_all, ref_trace_all;
 static int64_t nsamples;
 static char model_rel[512];
@@ -52,6 +52,7 @@ static int read_reference(const char *path) {
     if (sscanf(line, "model %511s", model_rel) == 1) continue;
     if (sscanf(line, "samples %lld", &a) == 1) { nsamples = a; continue; }
     if (!strncmp(line, "partition auto", 14)) { use_partition = 1; continue; }
+    if (sscanf(line, "rademacher %lld", &a) == 1) { rademacher = (int)a; continue; }
     if (sscanf(line, "all %lf %lf", &ref_lambda_all, &ref_trace_all) == 2) continue;
     if (nmods < MAXMOD && sscanf(line, "module %255s %31s", mods[nmods].name, mods[nmods].kind) == 2) {
       nmods++;
@@ -72,8 +73,11 @@ static int read_reference(const char *path) {
   return nmods == 0 || nsamples <= 0;
 }
 
+static double max_err;   /* over the comparisons with the reference */
+
 static void check(const char *what, double got, double want, double tol) {
   double err = fabs(got - want) / fmax(fabs(want), 1e-30);
+  if (tol >= 1e-3) max_err = fmax(max_err, err);
   if (err <= tol) passed++;
   else failed++;
   if (err > tol) printf("FAIL %-40s got %.7g want %.7g (rel %.2e)\n", what, got, want, err);
@@ -109,29 +113,35 @@ static Graph *load(const char *path, const Tensor *in, int64_t batch) {
 }
 
 /* With `partition auto`, the reference's modules are the partition pass's:
- * run it and check it still finds exactly those (then the probe uses its
- * sites, fused QKV included). */
+ * run it and check it still finds exactly those, in any order (then the
+ * reference is put in the pass's order, and the probe uses its sites,
+ * fused QKV included). */
 static int partition_matches(Graph *g) {
   PartitionOptions po = {0};
   if (partition_modules(g, &po)) {
     fprintf(stderr, "mntk_check: partition: %s\n", g->err);
     return 1;
   }
+  static RefModule sorted[MAXMOD];
   int same = g->nmodules == nmods;
   for (int k = 0; same && k < nmods; k++) {
     Module *m = &g->modules[k];
-    same = !strcmp(m->name, mods[k].name) && m->nslices == mods[k].nslices;
+    int r = 0;
+    while (r < nmods && strcmp(mods[r].name, m->name)) r++;
+    same = r < nmods && m->nslices == mods[r].nslices;
     for (int s = 0; same && s < m->nslices; s++) {
       ParamSlice *ps = &m->slices[s];
-      same = !strcmp(g->vals[ps->param].name, mods[k].slice_param[s]) && ps->axis == mods[k].axis[s] &&
-             (ps->axis < 0 || (ps->begin == mods[k].begin[s] && ps->end == mods[k].end[s]));
+      same = !strcmp(g->vals[ps->param].name, mods[r].slice_param[s]) && ps->axis == mods[r].axis[s] &&
+             (ps->axis < 0 || (ps->begin == mods[r].begin[s] && ps->end == mods[r].end[s]));
     }
+    if (same) sorted[k] = mods[r];
   }
   if (!same) {
     printf("FAIL the partition pass no longer finds the reference's modules (regenerate with "
            "tools/make_mntk_refs.py if that is intended)\n");
     return 1;
   }
+  memcpy(mods, sorted, sizeof(RefModule) * nmods);
   return 0;
 }
 
@@ -270,10 +280,22 @@ int main(int argc, char **argv) {
   if (!g || make_modules(g)) return 1;
   TrainConfig cfg = config(&tg);
   Probe *p;
-  int rc = probe_new(g, &cfg, nsamples, &p);
+  ProbeOptions po = {rademacher, 1};
+  int rc = probe_new_opts(g, &cfg, nsamples, &po, &p);
   if (rc) {
     fprintf(stderr, "mntk_check: %s\n", g->err);
     return rc == MATC_UNSUPPORTED ? 77 : 1;
+  }
+  expect("probe_set_vectors refuses the loss mode", rademacher || probe_set_vectors(p, NULL) == MATC_ERR);
+  if (rademacher) {
+    /* The reference's sign vectors, [m, logits dims but the first]. */
+    Tensor vt;
+    snprintf(path, sizeof path, "%s/tests/mntk/%s/vectors.pb", src, name);
+    if (import_tensor_file(a, path, &vt, &tn, err, sizeof err) || vt.dt != DT_F32 || vt.dims[0] != rademacher) {
+      fprintf(stderr, "mntk_check: %s: %s\n", path, err);
+      return 1;
+    }
+    expect("probe_set_vectors", probe_set_vectors(p, vt.data) == MATC_OK);
   }
   double *lam = calloc(nmods, sizeof(double)), *tr = calloc(nmods, sizeof(double)), lall, tall, flops;
   expect("probe_nmodules", probe_nmodules(p) == nmods);
@@ -305,6 +327,7 @@ int main(int argc, char **argv) {
   expect("probe FLOPs counted", flops > 0);
 
   /* Shared parameters: the probe must read another graph's current weights. */
+  snprintf(path, sizeof path, "%s/%s", src, model_rel);
   Graph *train = load(path, &in, nsamples);
   if (!train) return 1;
   probe_share_params(p, train);
@@ -321,12 +344,21 @@ int main(int argc, char **argv) {
   probe_run(p, in.data, tg.data, NULL, NULL, &l2, NULL, NULL);
   check("shared weights restored: lambda_max(G)", l2, ref_lambda_all, 1e-3);
 
+  /* Bad requests: clear errors, no probe. */
+  Probe *q = NULL;
+  rc = probe_new(train, &cfg, 0, &q);
+  expect("0 samples is an error naming the sample count", rc == MATC_ERR && !q && strstr(train->err, "sample"));
+  rc = probe_new(train, &cfg, nsamples, &q);
+  expect("a graph without modules is an error naming the partition", rc == MATC_ERR && !q &&
+         strstr(train->err, "partition"));
+
   probe_free(p);
   graph_free(train);
   graph_free(g);
   arena_free(a);
   free(lam);
   free(tr);
+  printf("largest relative difference from the reference: %.2e\n", max_err);
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }

@@ -68,6 +68,24 @@ int main(void) {
   expect("modular full", g, "1000", 4);
   mat_policy_free(p);
 
+  /* Groups: modules {0,1} and {2,3}, alpha 0.5 of the max. Over all
+   * modules the threshold is 5: only module 0. Per group: 5 in the first
+   * (module 0), 1 in the second (module 2). */
+  int groups[4] = {0, 0, 1, 1};
+  o = opts(0, 0.5, MAT_REF_MAX, 0);
+  o.by_group = 0;
+  p = mat_policy_new(&o, 4);
+  mat_policy_set_groups(p, groups);
+  mat_policy_update(p, 0, lam, 12, g);
+  expect("max over all", g, "1000", 4);
+  mat_policy_free(p);
+  o.by_group = 1;
+  p = mat_policy_new(&o, 4);
+  mat_policy_set_groups(p, groups);
+  mat_policy_update(p, 0, lam, 12, g);
+  expect("max per group", g, "1010", 4);
+  mat_policy_free(p);
+
   /* Nothing passes alpha = 2 x max; min_active 2 keeps the two largest. */
   o = opts(0, 2, MAT_REF_MAX, 0);
   o.min_active = 2;

@@ -31,11 +31,17 @@ static void check(const char *what, double got, double want, double tol) {
   }
 }
 
+/* Linear rows are [outer, n, tokens / outer]: sample i's token t = (o, r). */
+static int64_t row(int64_t n, const MntkSite *s, int64_t i, int64_t t) {
+  int64_t outer = s->outer ? s->outer : 1, per = s->tokens / outer, o = t / per, r = t % per;
+  return o * n * per + i * per + r;
+}
+
 /* x feature f of sample i, token t (for conv: f = (c - x0, kh, kw) of the patch). */
-static double x_at(const MntkSite *s, int64_t i, int64_t t, int64_t f) {
+static double x_at(int64_t n, const MntkSite *s, int64_t i, int64_t t, int64_t f) {
   int64_t nf = s->conv ? (s->x1 - s->x0) * s->KH * s->KW : s->x1 - s->x0;
   if (f == nf) return 1.0;   /* the bias feature */
-  if (!s->conv) return s->x[(i * s->tokens + t) * s->nx + s->x0 + f];
+  if (!s->conv) return s->x[row(n, s, i, t) * s->nx + s->x0 + f];
   int64_t c = s->x0 + f / (s->KH * s->KW), kh = f / s->KW % s->KH, kw = f % s->KW;
   int64_t h = t / s->OW * s->stride[0] - s->pad[0] + kh * s->dil[0];
   int64_t w = t % s->OW * s->stride[1] - s->pad[1] + kw * s->dil[1];
@@ -43,8 +49,8 @@ static double x_at(const MntkSite *s, int64_t i, int64_t t, int64_t f) {
   return s->x[((i * s->C + c) * s->H + h) * s->W + w];
 }
 
-static double dy_at(const MntkSite *s, int64_t i, int64_t t, int64_t o) {
-  if (!s->conv) return s->dy[(i * s->tokens + t) * s->ny + s->y0 + o];
+static double dy_at(int64_t n, const MntkSite *s, int64_t i, int64_t t, int64_t o) {
+  if (!s->conv) return s->dy[row(n, s, i, t) * s->ny + s->y0 + o];
   return s->dy[(i * s->ny + s->y0 + o) * s->tokens + t];
 }
 
@@ -56,7 +62,7 @@ static void gram_explicit(int64_t n, const MntkSite *s, double *G) {
   for (int64_t i = 0; i < n; i++)
     for (int64_t t = 0; t < s->tokens; t++)
       for (int64_t o = 0; o < no; o++)
-        for (int64_t f = 0; f < nf; f++) g[(i * no + o) * nf + f] += dy_at(s, i, t, o) * x_at(s, i, t, f);
+        for (int64_t f = 0; f < nf; f++) g[(i * no + o) * nf + f] += dy_at(n, s, i, t, o) * x_at(n, s, i, t, f);
   for (int64_t i = 0; i < n; i++)
     for (int64_t j = 0; j < n; j++) {
       double acc = 0;
@@ -118,6 +124,9 @@ int main(void) {
   compare_methods("linear out-slice+bias", n, &s);
   s.bias = 0, s.y0 = 0, s.y1 = 6, s.x0 = 3, s.x1 = 6;
   compare_methods("linear in-slice", n, &s);
+  s.x0 = 0, s.x1 = 7, s.y0 = 1, s.y1 = 4, s.bias = 1, s.outer = 3;   /* [S=3, n, 7] rows, as in [S, B, E] */
+  compare_methods("linear sample axis second, out-slice+bias", n, &s);
+  s.outer = 0;
   s.tokens = 1, s.nx = 21, s.x0 = 0, s.x1 = 21, s.bias = 1;   /* [n, 21] rows: an MLP layer */
   compare_methods("linear one token", n, &s);
   free(x);

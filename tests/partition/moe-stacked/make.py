@@ -5,7 +5,11 @@ kernels), applied densely by batched MatMul to the input broadcast over the
 expert axis, then summed with router gates. It tests the partition of
 stacked expert weights (slices along axis 0). Needs python3-onnx.
 
-    /usr/bin/python3 tests/models/moe-stacked/make.py
+    /usr/bin/python3 tests/partition/moe-stacked/make.py
+
+It also writes test_data_set_0/ (input_0.pb, and output_0.pb computed with
+numpy in float64) so the forward pass of the stacked batched MatMul is
+checked too.
 """
 import os
 
@@ -50,4 +54,20 @@ graph = helper.make_graph(nodes, "moe-stacked", [helper.make_tensor_value_info("
                           [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [T, 10])], inits)
 model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="make.py")
 onnx.checker.check_model(model, full_check=True)
-onnx.save(model, os.path.join(os.path.dirname(os.path.abspath(__file__)), "model.onnx"))
+here = os.path.dirname(os.path.abspath(__file__))
+onnx.save(model, os.path.join(here, "model.onnx"))
+
+# reference forward pass in float64
+w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in inits}
+x = rng.standard_normal((T, D)).astype(np.float32)
+r = x.astype(np.float64) @ w["moe.router.weight"] + w["moe.router.bias"]
+gate = np.exp(r - r.max(-1, keepdims=True))
+gate /= gate.sum(-1, keepdims=True)                                   # [T, E]
+h = np.maximum(x[None].astype(np.float64) @ w["moe.experts_w1"] + w["moe.experts_b1"], 0)   # [E, T, F]
+y = h @ w["moe.experts_w2"] + w["moe.experts_b2"]                     # [E, T, D]
+y = (y * gate.T[:, :, None]).sum(0)                                   # [T, D]
+logits = (y @ w["head.weight"]).astype(np.float32)
+os.makedirs(os.path.join(here, "test_data_set_0"), exist_ok=True)
+for name, arr, fname in [("x", x, "input_0.pb"), ("logits", logits, "output_0.pb")]:
+    with open(os.path.join(here, "test_data_set_0", fname), "wb") as f:
+        f.write(numpy_helper.from_array(arr, name).SerializeToString())
