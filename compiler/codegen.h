@@ -4,6 +4,7 @@
 
 #include "matc_internal.h"
 #include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
 
 /* Emits every kernel of g and an entry function `void entry(void **bufs)`. */
 int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *entry);
@@ -14,5 +15,9 @@ typedef struct Jit Jit;
 /* Generates, optimizes for the host CPU, and JIT-compiles g's kernels. */
 int jit_compile(Graph *g, Jit **out, MatcEntryFn *entry);
 void jit_free(Jit *j);
+/* `matc compile` (tools/aot_compile.c): the O3 pipeline, and g as an object
+ * file whose only global symbol is `entry`; cpu "native" or an LLVM CPU name. */
+int jit_optimize(Graph *g, LLVMModuleRef mod, LLVMTargetMachineRef tm);
+int jit_emit_object(Graph *g, const char *entry, const char *cpu, const char *path);
 
 #endif

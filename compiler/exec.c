@@ -16,6 +16,11 @@ static const Pass backend_passes[] = {
     {"plan-memory", plan_memory},
 };
 
+const ExecBackend *exec_backend;
+/* Defined by jit.c. Weak, so that the LLVM-free trainer library
+ * (libmatc_aot.a, without jit.c) links; there exec_backend is set. */
+extern const ExecBackend exec_jit_backend __attribute__((weak));
+
 int exec_new(Graph *g, Exec **out) {
   int rc = run_passes(g, backend_passes, sizeof backend_passes / sizeof *backend_passes);
   if (rc) return rc;
@@ -61,7 +66,12 @@ int exec_new(Graph *g, Exec **out) {
     char *base = x->bufs[val->alias_of];
     if (base) x->bufs[v] = base + val->alias_off * dt_size(g->vals[val->alias_of].dt);
   }
-  rc = jit_compile(g, &x->jit, &x->entry);
+  x->backend = exec_backend ? exec_backend : &exec_jit_backend;
+  if (!x->backend || !x->backend->bind) {
+    exec_free(x);
+    return fail(g, -1, -1, "this program has no code generator (no JIT and no precompiled code)");
+  }
+  rc = x->backend->bind(g, &x->code, &x->entry);
   if (rc) {
     exec_free(x);
     return rc;
@@ -70,11 +80,120 @@ int exec_new(Graph *g, Exec **out) {
   return MATC_OK;
 }
 
+/* FNV-1a, fed field by field (never struct bytes: padding is undefined). */
+typedef struct {
+  uint64_t h;
+  int64_t budget;                /* expression nodes left to hash */
+} Fp;
+
+static void fp_bytes(Fp *f, const void *p, size_t n) {
+  const unsigned char *b = p;
+  for (size_t i = 0; i < n; i++) f->h = (f->h ^ b[i]) * 0x100000001b3ULL;
+}
+static void fp_i64(Fp *f, int64_t v) { fp_bytes(f, &v, sizeof v); }
+static void fp_f64(Fp *f, double v) { fp_bytes(f, &v, sizeof v); }
+
+/* Fused expressions can share subtrees, so the walk is bounded; the bound
+ * is the same on both sides, so the hash stays deterministic. */
+static void fp_expr(Fp *f, const Expr *e) {
+  if (!e) { fp_i64(f, -1); return; }
+  if (f->budget-- <= 0) return;
+  fp_i64(f, e->kind);
+  fp_i64(f, e->dt);
+  fp_i64(f, e->op);
+  fp_f64(f, e->f);
+  fp_i64(f, e->i);
+  fp_i64(f, e->var);
+  if (e->kind == EX_LOAD) {
+    fp_i64(f, e->val);
+    fp_i64(f, e->off);
+    for (int v = 0; v < KMAX_VARS; v++) fp_i64(f, e->stride[v]);
+    fp_i64(f, e->ndyn);
+    for (int d = 0; d < e->ndyn; d++) {
+      fp_i64(f, e->dstride[d]);
+      fp_expr(f, e->dyn[d]);
+    }
+  }
+  fp_expr(f, e->a);
+  fp_expr(f, e->b);
+  fp_expr(f, e->c);
+}
+
+uint64_t exec_plan_fingerprint(const Graph *g) {
+  Fp f = {0xcbf29ce484222325ULL, 1 << 22};
+  fp_i64(&f, g->arena_bytes);
+  fp_i64(&f, g->nvals);
+  fp_i64(&f, g->nkernels);
+  fp_i64(&f, g->guard_value);
+  for (int v = 0; v < g->nvals; v++) {
+    const Value *val = &g->vals[v];
+    fp_i64(&f, val->kind);
+    fp_i64(&f, val->dt);
+    fp_i64(&f, val->rank);
+    for (int d = 0; d < val->rank && d < MATC_MAX_RANK; d++) fp_i64(&f, val->dims[d]);
+    fp_i64(&f, val->alias_of);
+    fp_i64(&f, val->alias_off);
+    fp_i64(&f, val->fused);
+    fp_i64(&f, val->mem_off);
+  }
+  for (int i = 0; i < g->nkernels; i++) {
+    const Kernel *k = &g->kernels[i];
+    fp_i64(&f, k->kind);
+    fp_i64(&f, k->dead);
+    fp_i64(&f, k->pred);
+    if (k->dead) continue;
+    if (k->kind == K_EXTERN) {
+      fp_i64(&f, k->ext_fn);
+      fp_i64(&f, k->nargs);
+      for (int j = 0; j < k->nargs; j++) { fp_i64(&f, k->args[j]); fp_i64(&f, k->argoff[j]); }
+      fp_i64(&f, k->np);
+      for (int j = 0; j < k->np; j++) fp_i64(&f, k->p[j]);
+      continue;
+    }
+    fp_i64(&f, k->nvar);
+    fp_i64(&f, k->nred);
+    for (int v = 0; v < k->nvar + k->nred && v < KMAX_VARS; v++) {
+      fp_i64(&f, k->ext[v]);
+      fp_i64(&f, k->out_stride[v]);
+    }
+    fp_i64(&f, k->out);
+    fp_i64(&f, k->out_dt);
+    fp_i64(&f, k->out_off);
+    fp_i64(&f, k->red);
+    fp_expr(&f, k->body);
+    fp_expr(&f, k->post);
+  }
+  return f.h;
+}
+
+char *exec_describe_inputs(const Graph *g) {
+  size_t cap = 256, len = 0;
+  char *s = malloc(cap);
+  s[0] = 0;
+  for (int v = 0; v < g->nvals; v++) {
+    const Value *val = &g->vals[v];
+    if (val->kind != V_INPUT || val->rank < 0) continue;
+    char item[1024];
+    int n = snprintf(item, sizeof item, "%s%s %s[", len ? "; " : "", val->name, dt_name(val->dt));
+    for (int d = 0; d < val->rank && n < 900; d++) n += snprintf(item + n, sizeof item - n, "%s%lld", d ? "," : "",
+                                                                  (long long)val->dims[d]);
+    snprintf(item + n, sizeof item - n, "]");
+    size_t il = strlen(item);
+    if (len + il + 1 > cap) {
+      while (len + il + 1 > cap) cap *= 2;
+      s = realloc(s, cap);
+    }
+    memcpy(s + len, item, il + 1);
+    len += il;
+  }
+  return s;
+}
+
 void exec_run(Exec *x) { x->entry(x->bufs); }
 
 void exec_free(Exec *x) {
   if (!x) return;
-  jit_free(x->jit);
+  if (x->backend && x->backend->release) x->backend->release(x->code);
   for (int v = 0; v < x->g->nvals; v++) free(x->owned[v]);
   free(x->owned);
   free(x->arena);

@@ -4,9 +4,26 @@
 
 #include "codegen.h"
 
+/* Where a graph's entry function comes from: the JIT (compiler/jit.c,
+ * the default) or code compiled ahead of time (`matc compile`: tools/aot_*.c).
+ * bind runs after the back-end passes, so it sees the final plan. */
+typedef struct {
+  int (*bind)(Graph *g, void **handle, MatcEntryFn *entry);
+  void (*release)(void *handle);
+} ExecBackend;
+extern const ExecBackend *exec_backend;        /* NULL: the JIT */
+/* A hash of everything the generated code depends on: arena size, value
+ * layout (offsets, shapes, types, aliases), every kernel and its
+ * expressions (constants included), extern parameters, guards. */
+uint64_t exec_plan_fingerprint(const Graph *g);
+/* "name f32[32,784]; ..." for g's inputs (malloc'd): what a mismatching
+ * precompiled plan names in its error. */
+char *exec_describe_inputs(const Graph *g);
+
 typedef struct {
   Graph *g;
-  Jit *jit;
+  void *code;       /* the backend's handle */
+  const ExecBackend *backend;
   MatcEntryFn entry;
   void **bufs;      /* storage of every value, by value id */
   void **owned;     /* what exec_free releases */

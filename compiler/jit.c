@@ -2,6 +2,7 @@
  * FMA) and loads it with ORC LLJIT. Runtime symbols (matc_rt_*, libm) are
  * resolved from the running process. */
 #include "codegen.h"
+#include "exec.h"
 
 #include <llvm-c/Analysis.h>
 #include <llvm-c/LLJIT.h>
@@ -47,7 +48,7 @@ static LLVMTargetMachineRef host_machine(void) {
 }
 
 /* Runs LLVM's O3 pipeline with the host machine's cost model. */
-static int optimize(Graph *g, LLVMModuleRef mod, LLVMTargetMachineRef tm) {
+int jit_optimize(Graph *g, LLVMModuleRef mod, LLVMTargetMachineRef tm) {
   char *triple = LLVMGetTargetMachineTriple(tm);
   LLVMSetTarget(mod, triple);
   LLVMDisposeMessage(triple);
@@ -81,7 +82,7 @@ int jit_compile(Graph *g, Jit **out, MatcEntryFn *entry) {
   LLVMContextRef cx = LLVMOrcThreadSafeContextGetContext(tsc);
   LLVMModuleRef mod = LLVMModuleCreateWithNameInContext("matc", cx);
   int rc = codegen_module(g, cx, mod, "matc_graph_run");
-  if (!rc) rc = optimize(g, mod, tm);
+  if (!rc) rc = jit_optimize(g, mod, tm);
   LLVMDisposeTargetMachine(tm);
   if (getenv("MATC_DUMP_LLVM")) LLVMDumpModule(mod);
   if (rc) {
@@ -139,4 +140,60 @@ void jit_free(Jit *j) {
   if (!j) return;
   if (j->jit) LLVMOrcDisposeLLJIT(j->jit);
   free(j);
+}
+
+static int jit_bind(Graph *g, void **handle, MatcEntryFn *entry) {
+  Jit *j = NULL;
+  int rc = jit_compile(g, &j, entry);
+  *handle = j;
+  return rc;
+}
+
+static void jit_release(void *handle) { jit_free(handle); }
+
+const ExecBackend exec_jit_backend = {jit_bind, jit_release};
+
+/* `matc compile`: g's kernels and entry function `entry` as a relocatable
+ * object file. cpu "native" is the JIT's choice (host CPU and features,
+ * so the trainer computes bit for bit what `matc train` does); "generic"
+ * runs on any x86-64. */
+int jit_emit_object(Graph *g, const char *entry, const char *cpu, const char *path) {
+  LLVMTargetMachineRef host = host_machine();   /* initializes the target */
+  if (!host) {
+    snprintf(g->err, sizeof g->err, "LLVM: no target machine for this host");
+    return MATC_ERR;
+  }
+  LLVMTargetMachineRef tm = host;
+  if (strcmp(cpu, "native") != 0) {
+    char *triple = LLVMGetDefaultTargetTriple();
+    LLVMTargetRef t;
+    char *err = NULL;
+    tm = NULL;
+    if (!LLVMGetTargetFromTriple(triple, &t, &err))
+      tm = LLVMCreateTargetMachine(t, triple, cpu, "", LLVMCodeGenLevelAggressive, LLVMRelocPIC,
+                                   LLVMCodeModelDefault);
+    LLVMDisposeMessage(err);
+    LLVMDisposeMessage(triple);
+    LLVMDisposeTargetMachine(host);
+    if (!tm) {
+      snprintf(g->err, sizeof g->err, "LLVM: no target machine for CPU '%s'", cpu);
+      return MATC_ERR;
+    }
+  }
+  LLVMContextRef cx = LLVMContextCreate();
+  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(entry, cx);
+  int rc = codegen_module(g, cx, mod, entry);
+  if (!rc) rc = jit_optimize(g, mod, tm);
+  if (!rc) {
+    char *msg = NULL;
+    if (LLVMTargetMachineEmitToFile(tm, mod, (char *)path, LLVMObjectFile, &msg)) {
+      snprintf(g->err, sizeof g->err, "LLVM: cannot write the object file %s: %s", path, msg ? msg : "");
+      rc = MATC_ERR;
+    }
+    LLVMDisposeMessage(msg);
+  }
+  LLVMDisposeModule(mod);
+  LLVMContextDispose(cx);
+  LLVMDisposeTargetMachine(tm);
+  return rc;
 }

@@ -187,3 +187,10 @@ endif()
 # The same with the modules of the partition pass (passes/partition.c).
 matc_test(guards/bert-mini-part/adamw unit_guards exact ${MATC_SRC}/models/bert-mini/model.onnx adamw part)
 matc_test(guards/switch-mini-part/adamw unit_guards exact ${MATC_SRC}/models/switch-mini/model.onnx adamw part)
+
+
+# matc compile (tests/compile.sh): trainers without LLVM equal matc train
+# bit for bit (mlp SGD-momentum, vgg-small AdamW), checkpoint/resume in the
+# trainer, fixed options, damaged trainers, bad compile arguments.
+matc_test(compile/trainer sh ${MATC_SRC}/tests/compile.sh $<TARGET_FILE:matc> ${MATC_SRC})
+set_tests_properties(compile/trainer PROPERTIES LABELS compile)

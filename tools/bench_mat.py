@@ -27,6 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MATC = os.path.join(ROOT, "build", "matc")
 FMNIST = "idx:/usr/share/datasets/fashion-mnist"
 FORTUNES = "/usr/share/games/fortunes"
+REUSE = False
 
 # model -> (data, options, steps, eval_every)
 SETUP = {
@@ -48,10 +49,12 @@ def run(model, seed, mat, steps, eval_every, out, threads, extra, mat_opts):
     cmd = [MATC, "train", os.path.join(ROOT, "models", model, "model.onnx"), "--data", data] + opts.split() + \
         ["--steps", str(steps), "--eval-every", str(eval_every), "--seed", str(seed), "--log", log,
          "--threads", str(threads), "--mat", "on" if mat else "off"] + (mat_opts if mat else []) + extra
-    with open(os.path.join(out, tag + ".err"), "w") as err:
-        rc = subprocess.run(cmd, stderr=err).returncode
-    if rc:
-        sys.exit("%s failed (exit %d): see %s" % (" ".join(cmd), rc, os.path.join(out, tag + ".err")))
+    done = os.path.exists(log) and any('"step":%d,"loss"' % steps in l for l in open(log))
+    if not (REUSE and done):
+        with open(os.path.join(out, tag + ".err"), "w") as err:
+            rc = subprocess.run(cmd, stderr=err).returncode
+        if rc:
+            sys.exit("%s failed (exit %d): see %s" % (" ".join(cmd), rc, os.path.join(out, tag + ".err")))
     steps_, evals = [], []
     for line in open(log):
         r = json.loads(line)
@@ -88,8 +91,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="/tmp/matc-bench-mat")
     ap.add_argument("--mat-opts", default="", help="MAT options for the MAT runs (default: matc's defaults)")
+    ap.add_argument("--reuse", action="store_true", help="keep the logs of finished runs in --out")
     ap.add_argument("extra", nargs="*")
     a = ap.parse_args()
+    global REUSE
+    REUSE = a.reuse
     os.makedirs(a.out, exist_ok=True)
     seeds = [int(s) for s in a.seeds.split(",")]
     mat_opts = a.mat_opts.split()

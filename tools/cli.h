@@ -27,6 +27,10 @@ typedef struct {
   int mat_on, mat_stop;           /* --mat on|off, --mat-mode weights|stop */
   MatOptions mat;                 /* --mat-warmup, --mat-refresh, --mat-alpha, ... */
   int64_t mat_probe_samples;      /* --mat-probe-samples */
+  /* compile (tools/aot_compile.c): -o TRAINER, --target-cpu native|generic|CPU;
+   * compile_only: cmd_train builds every graph, then returns */
+  const char *output, *target_cpu;
+  int compile_only;
 } Options;
 
 extern const Pass front_passes[];
@@ -71,5 +75,7 @@ void print_modules_dot(Graph *g, FILE *f);
 
 int cmd_gradcheck(Options *o);
 int cmd_train(Options *o);
+int cmd_compile(Options *o, int argc, char **argv);       /* tools/aot_compile.c */
+int matc_parse_args(int argc, char **argv, Options *o);  /* tools/matc.c */
 
 #endif

@@ -36,6 +36,9 @@ static const char *usage_text =
     "      [--freeze NAME,NAME...]              initializers that are buffers, not parameters\n"
     "      [--freeze-bn]                        BatchNormalization keeps its stored statistics\n"
     "      [--checkpoint DIR] [--checkpoint-every N] [--resume DIR] [--out TRAINED.onnx]\n"
+    "  compile MODEL -o TRAINER --data SPEC    a native trainer (no LLVM needed to run it)\n"
+    "      [--target-cpu native|generic]        that takes train's options; those that\n"
+    "      [train's options]                    change the graph are fixed (README)\n"
     "\n"
     "common options:\n"
     "  --dump-after=PASS   print the IR after PASS (infer-shapes, eliminate-dead,\n"
@@ -133,6 +136,8 @@ static int parse_args(int argc, char **argv, Options *o) {
     else if (strcmp(a, "--others-as-modules") == 0) o->others_as_modules = 1;
     else if (strncmp(a, "--mat", 5) == 0) { NEEDARG(); if (parse_mat_option(o, a, next)) return 2; }
     else if (strcmp(a, "-v") == 0) o->verbose = 1;
+    else if (strcmp(a, "-o") == 0) { NEEDARG(); o->output = next; }
+    else if (strcmp(a, "--target-cpu") == 0) { NEEDARG(); o->target_cpu = next; }
     else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { fputs(usage_text, stdout); exit(0); }
     else if (a[0] == '-' && a[1]) {
       fprintf(stderr, "matc: unknown option '%s'\n", a);
@@ -147,6 +152,8 @@ static int parse_args(int argc, char **argv, Options *o) {
   if (!o->model) return usage("no model given");
   return 0;
 }
+
+int matc_parse_args(int argc, char **argv, Options *o) { return parse_args(argc, argv, o); }
 
 int report(Graph *g, int rc) {
   fprintf(stderr, "matc: %s\n", g->err[0] ? g->err : "error");
@@ -429,15 +436,20 @@ static int cmd_inspect(Options *o) {
   return 0;
 }
 
+#ifndef MATC_NO_MAIN   /* libmatc_aot.a: the trainer has its own main */
 int main(int argc, char **argv) {
   Options o;
   int rc = parse_args(argc, argv, &o);
   if (rc) return rc;
   if (o.threads > 0) matc_rt_set_threads(o.threads);
+  if ((o.output || o.target_cpu) && strcmp(o.cmd, "compile") != 0)
+    return usage(o.output ? "-o is an option of compile" : "--target-cpu is an option of compile");
   if (strcmp(o.cmd, "run") == 0) return cmd_run(&o);
   if (strcmp(o.cmd, "inspect") == 0) return cmd_inspect(&o);
   if (strcmp(o.cmd, "gradcheck") == 0) return cmd_gradcheck(&o);
   if (strcmp(o.cmd, "train") == 0) return cmd_train(&o);
+  if (strcmp(o.cmd, "compile") == 0) return cmd_compile(&o, argc, argv);
   fprintf(stderr, "matc: unknown command '%s'\n\n", o.cmd);
   return usage(NULL);
 }
+#endif

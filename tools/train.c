@@ -355,6 +355,8 @@ int cmd_train(Options *o) {
   }
   rc = exec_new(ev.g, &ev.x);
   if (rc) { status = report(ev.g, rc); goto done; }
+  /* matc compile: every graph is built (and its code emitted); no training. */
+  if (o->compile_only) { status = 0; goto done; }
   /* What a checkpoint holds: the trained parameters and the optimizer state. */
   saved = calloc((size_t)ts.nparams + ts.nstate + 3, sizeof(int));
   for (int i = 0; i < ts.nparams; i++) saved[nsaved++] = ts.params[i];
