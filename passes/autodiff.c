@@ -81,9 +81,12 @@ int autodiff(Graph *g, int nouts, const int *outs, const int *seeds, int nwrt, c
       rc = rc ? rc : ad.status;
       break;
     }
-    n = &g->nodes[i];                     /* the rule may have grown g->nodes */
-    for (int k = 0; k < n->nin; k++) {
-      int x = n->in[k];
+    /* The rule, and ad_add below, may grow (move) g->nodes: keep the
+     * node's inputs, not the node. */
+    int nin = g->nodes[i].nin;
+    const int *in = g->nodes[i].in;
+    for (int k = 0; k < nin; k++) {
+      int x = in[k];
       if (x < 0 || dx[k] < 0 || !ad.needs[x]) continue;
       if (!same_shape(&g->vals[dx[k]], &g->vals[x]) || g->vals[dx[k]].dt != g->vals[x].dt) {
         rc = fail(g, i, k, "internal error: the gradient rule made a %s gradient of rank %d "
