@@ -186,8 +186,16 @@ void mat_policy_save(const MatPolicy *p, double *s) {
   }
 }
 
+/* A count stored as a double: a whole number in [0, 2^53] (a damaged
+ * checkpoint may hold anything, NaN included). */
+static int count_ok(double x) { return x >= 0 && x <= 9007199254740992.0 && x == floor(x); }
+
 int mat_policy_load(MatPolicy *p, const double *s) {
-  if (s[0] != p->n || s[1] < 0) return -1;
+  if (s[0] != p->n || !count_ok(s[1])) return -1;
+  for (int k = 0; k < p->n; k++) {
+    const double *m = s + 2 + 6 * k;
+    if (!count_ok(m[3]) || !count_ok(m[5])) return -1;
+  }
   p->nrefresh = (int64_t)s[1];
   for (int k = 0; k < p->n; k++) {
     const double *m = s + 2 + 6 * k;

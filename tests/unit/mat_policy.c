@@ -143,6 +143,20 @@ int main(void) {
   if (mat_policy_load(q3, saved) == 0) failed++, printf("FAIL loaded a 2-module state into 3 modules\n");
   else passed++;
   mat_policy_free(q3);
+  /* A damaged state (a checkpoint's bytes) is refused: NaN, negative,
+   * fractional or huge counts. */
+  MatPolicy *q4 = mat_policy_new(&o, 2);
+  double bad[2 + 6 * 2];
+  const double junk[] = {NAN, -1, 0.5, 1e300};
+  for (int idx = 0; idx < 3; idx++)
+    for (int j = 0; j < 4; j++) {
+      int at = idx == 0 ? 1 : idx == 1 ? 2 + 3 : 2 + 6 + 5;   /* nrefresh, below[0], frozen_steps[1] */
+      memcpy(bad, saved, sizeof bad);
+      bad[at] = junk[j];
+      if (mat_policy_load(q4, bad) == 0) failed++, printf("FAIL loaded a state with %g at %d\n", junk[j], at);
+      else passed++;
+    }
+  mat_policy_free(q4);
   mat_policy_free(p);
 
   /* Re-entry: the same run with reentry on and alpha 0.5 of max: once
