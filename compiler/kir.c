@@ -649,6 +649,27 @@ static double kernel_flops(const Kernel *k) {
   return outer * inner * body + outer * (double)expr_ops(k->post);
 }
 
+/* What interpreting kernels k0..k1-1 costs, in scalar operations: like
+ * kernel_flops, but every loop iteration and every element an extern
+ * kernel touches counts at least once (constant folding's budget). */
+double kernels_cost(Graph *g, int k0, int k1) {
+  double total = 0;
+  for (int i = k0; i < k1; i++) {
+    const Kernel *k = &g->kernels[i];
+    if (k->dead) continue;
+    if (k->kind == K_EXTERN) {
+      total += kernel_flops(k);
+      for (int j = 0; j < k->nargs; j++) total += (double)value_nelem(&g->vals[k->args[j]]);
+      continue;
+    }
+    double outer = 1, inner = 1;
+    for (int v = 0; v < k->nvar; v++) outer *= (double)k->ext[v];
+    for (int v = k->nvar; v < k->nvar + k->nred; v++) inner *= (double)k->ext[v];
+    total += outer * inner * (1.0 + (double)expr_ops(k->body)) + outer * (1.0 + (double)expr_ops(k->post));
+  }
+  return total;
+}
+
 double kernels_flops(Graph *g) {
   double total = 0;
   for (int i = 0; i < g->nkernels; i++)

@@ -33,6 +33,21 @@ void matc_die(const char *file, int line, const char *what);
 /* Library code returns a status; only tools/matc.c exits. */
 enum { MATC_OK = 0, MATC_ERR = 1, MATC_UNSUPPORTED = 2 };
 
+/* Limits on untrusted input (README, "Hostile inputs and fuzzing"). A model
+ * past one is refused with an error that names the file, what exceeded
+ * and the limit, before anything is allocated from the number. */
+#define MATC_MAX_MODEL_BYTES ((size_t)2 << 30)  /* protobuf's own 2 GiB */
+#define MATC_MAX_PROTO_DEPTH 100     /* nested messages (subgraphs, types) */
+#define MATC_MAX_NODES (1 << 20)     /* nodes; also initializers, inputs, outputs */
+#define MATC_MAX_NODE_IO 64          /* inputs or outputs of one node */
+#define MATC_MAX_ATTRS 256           /* attributes of one node */
+#define MATC_MAX_ATTR_ELEMS (1 << 20)   /* ints, floats or strings in one attribute */
+#define MATC_MAX_ELEMS ((int64_t)1 << 40)  /* elements of one tensor (product of its dims) */
+/* and MATC_MAX_RANK (section 3): dimensions of one tensor */
+/* Constant folding (infer_shapes) interprets at most this many scalar
+ * operations per model; larger constant work is left to run time. */
+#define MATC_MAX_FOLD_OPS ((double)(1 << 28))
+
 /* ---------------------------------------------------------------- 2. data types */
 
 /* Values are the ONNX TensorProto.DataType codes. */
@@ -150,6 +165,7 @@ typedef struct Graph {
                                     read (graph_rng_seed), 0 while none */
   int uses_rng;                  /* some output depends on random numbers */
   int64_t unplanned_bytes;       /* what the same values take without reuse */
+  double fold_ops;               /* constant folding's work so far (MATC_MAX_FOLD_OPS) */
   const char *dump_after;        /* --dump-after=PASS */
   /* modules (passes/partition.c); module k's guard bit is byte k of the
    * DT_U8 [nmodules] graph input `matc.guards` (guard_value, -1 if none) */
@@ -186,11 +202,32 @@ const Attr *attr_get(const Node *n, const char *name);
 int64_t attr_i(const Node *n, const char *name, int64_t dflt);
 float attr_f(const Node *n, const char *name, float dflt);
 const char *attr_s(const Node *n, const char *name, const char *dflt);
-/* ints attribute: returns count (or -1 when absent), copies up to max. */
+/* ints attribute: copies up to max entries and returns how many (-1 when
+ * absent). Shape-like attributes longer than a rank allows are refused by
+ * infer_shapes before any op reads them. */
 int attr_ints(const Node *n, const char *name, int64_t *out, int max);
 
 /* Shape helpers. */
 int64_t shape_nelem(int rank, const int64_t *dims);
+/* Element count, or -1 when a dim is negative or the product passes
+ * MATC_MAX_ELEMS (never overflows). */
+int64_t shape_nelem_checked(int rank, const int64_t *dims);
+/* a * b for dims and element counts (a, b >= 0), or -1 when either is
+ * negative or the product passes MATC_MAX_ELEMS (never overflows). */
+static inline int64_t dim_mul(int64_t a, int64_t b) {
+  if (a < 0 || b < 0 || (a && b > MATC_MAX_ELEMS / a)) return -1;
+  return a * b;
+}
+/* A float as an int64, saturating (NaN is 0): C leaves out-of-range
+ * conversions undefined, and hostile models hold any value. */
+static inline int64_t f2i_sat(double x) {
+  if (!(x == x)) return 0;
+  if (x >= 9223372036854775807.0) return INT64_MAX;
+  if (x <= -9223372036854775808.0) return INT64_MIN;
+  return (int64_t)x;
+}
+/* "[2,3,4]" into buf (truncated to n bytes); returns buf. */
+const char *shape_str(int rank, const int64_t *dims, char *buf, size_t n);
 int value_nelem_known(const Value *v);
 int64_t value_nelem(const Value *v);
 /* Sets v's dtype and shape; returns MATC_OK. */
@@ -382,6 +419,8 @@ void shape_strides(int rank, const int64_t *dims, int64_t *strides);
 
 /* Operations one run of g's kernels executes (GEMM 2MNK, loops counted). */
 double kernels_flops(Graph *g);
+/* Scalar operations interpreting kernels k0..k1-1 takes (copies count). */
+double kernels_cost(Graph *g, int k0, int k1);
 
 /* Interpreter: runs kernels k0..k1-1 of g with storage ptrs[v] per value. */
 int kernels_interpret(Graph *g, int k0, int k1, void **ptrs);
@@ -430,6 +469,7 @@ int ad_zeros_like(AD *ad, int like);
 /* ---------------------------------------------------------------- 7. passes */
 
 int import_onnx(Graph *g, const char *path);                 /* compiler/onnx_import.c */
+int import_onnx_buffer(Graph *g, const void *buf, size_t len);  /* g->path names it */
 int import_tensor_file(Arena *a, const char *path, Tensor *t, const char **name,
                        char *err, size_t errlen);             /* one TensorProto */
 int write_tensor_file(const char *path, const char *name, const Tensor *t);

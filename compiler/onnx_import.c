@@ -1,6 +1,11 @@
 /* onnx_import.c: ModelProto (protobuf-c, generated at build time from the
  * system onnx.proto) -> graph IR. Everything is copied into the graph's
- * arena, so the protobuf message is freed before import returns. */
+ * arena, so the protobuf message is freed before import returns.
+ *
+ * The file is untrusted: its size, nesting depth and message count are
+ * checked before protobuf-c unpacks it, and every count and shape after,
+ * against the limits in matc_internal.h, before anything is allocated
+ * from them. */
 #include "matc_internal.h"
 #include "onnx.pb-c.h"
 
@@ -9,9 +14,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* Models larger than this are refused before reading: protobuf messages
- * are limited to 2 GiB and matc does not support external data. */
-#define MATC_MAX_MODEL_BYTES ((size_t)2 << 30)
+/* Nested messages (all levels together) a model may hold: bounds what
+ * protobuf-c allocates (an empty NodeProto is 2 bytes on the wire and
+ * about a hundred in memory). */
+#define MATC_MAX_PROTO_MESSAGES (1 << 23)
 
 static unsigned char *read_file(const char *path, size_t *len, char *err, size_t errlen) {
   FILE *f = fopen(path, "rb");
@@ -25,9 +31,9 @@ static unsigned char *read_file(const char *path, size_t *len, char *err, size_t
     fclose(f);
     return NULL;
   }
-  if ((size_t)st.st_size > MATC_MAX_MODEL_BYTES) {
-    snprintf(err, errlen, "%s: file is %lld bytes, over the 2 GiB protobuf limit", path,
-             (long long)st.st_size);
+  if ((uint64_t)st.st_size > MATC_MAX_MODEL_BYTES) {
+    snprintf(err, errlen, "%s: the file is %lld bytes, over the limit of %zu bytes (2 GiB, "
+             "protobuf's own)", path, (long long)st.st_size, MATC_MAX_MODEL_BYTES);
     fclose(f);
     return NULL;
   }
@@ -49,6 +55,69 @@ static unsigned char *read_file(const char *path, size_t *len, char *err, size_t
   return buf;
 }
 
+/* protobuf-c unpacks nested messages recursively, with no depth limit: a
+ * few MB of nested TypeProtos or subgraphs would overflow the stack. This
+ * walks the wire format first, iteratively, following the generated
+ * descriptors, and counts the nesting depth and the messages. Returns 0
+ * with *depth and *count (counting stops past the limits), or -1 when the
+ * bytes are malformed (protobuf-c then reports them). */
+static int proto_scan(const ProtobufCMessageDescriptor *desc, const uint8_t *buf, size_t len,
+                      int *depth, int64_t *count) {
+  struct { const ProtobufCMessageDescriptor *d; size_t end; } st[MATC_MAX_PROTO_DEPTH + 2];
+  int top = 0;
+  size_t p = 0;
+  st[0].d = desc;
+  st[0].end = len;
+  *depth = 1;
+  *count = 1;
+  for (;;) {
+    if (p == st[top].end) {
+      if (top == 0) return 0;
+      top--;
+      continue;
+    }
+    uint64_t key = 0, v = 0;
+    for (int sh = 0;; sh += 7) {          /* the field's key, a varint */
+      if (p >= st[top].end || sh > 63) return -1;
+      key |= (uint64_t)(buf[p] & 0x7f) << sh;
+      if (!(buf[p++] & 0x80)) break;
+    }
+    uint32_t field = (uint32_t)(key >> 3);
+    if (field == 0 || key >> 32) return -1;
+    switch (key & 7) {
+    case 0:                               /* varint */
+      for (int n = 0;; n++) {
+        if (p >= st[top].end || n >= 10) return -1;
+        if (!(buf[p++] & 0x80)) break;
+      }
+      break;
+    case 1: if (st[top].end - p < 8) return -1; p += 8; break;
+    case 5: if (st[top].end - p < 4) return -1; p += 4; break;
+    case 2: {                             /* length-delimited */
+      for (int sh = 0;; sh += 7) {
+        if (p >= st[top].end || sh > 63) return -1;
+        v |= (uint64_t)(buf[p] & 0x7f) << sh;
+        if (!(buf[p++] & 0x80)) break;
+      }
+      if (v > st[top].end - p) return -1;
+      const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(st[top].d, field);
+      if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+        if (++*count > MATC_MAX_PROTO_MESSAGES) return 0;
+        if (top + 2 > *depth) *depth = top + 2;
+        if (*depth > MATC_MAX_PROTO_DEPTH) return 0;
+        top++;
+        st[top].d = f->descriptor;
+        st[top].end = p + (size_t)v;
+      } else {
+        p += (size_t)v;
+      }
+      break;
+    }
+    default: return -1;                   /* groups (3, 4) and unknown wire types */
+    }
+  }
+}
+
 /* Converts a TensorProto into t (data in arena a). Returns 0 on success,
  * else writes a message (without the file name) into err. */
 static int convert_tensor(Arena *a, const Onnx__TensorProto *tp, Tensor *t, char *err,
@@ -61,16 +130,21 @@ static int convert_tensor(Arena *a, const Onnx__TensorProto *tp, Tensor *t, char
   }
   t->dt = (DType)tp->data_type;
   t->rank = (int)tp->n_dims;
-  int64_t n = 1;
   for (int i = 0; i < t->rank; i++) {
-    int64_t d = tp->dims[i];
-    if (d < 0 || (d > 0 && n > INT64_MAX / 8 / d)) {
-      snprintf(err, errlen, "tensor '%s' has a bad dimension %lld", tp->name ? tp->name : "",
-               (long long)d);
+    if (tp->dims[i] < 0) {
+      snprintf(err, errlen, "tensor '%s' has a negative dimension %lld", tp->name ? tp->name : "",
+               (long long)tp->dims[i]);
       return -1;
     }
-    t->dims[i] = d;
-    n *= d;
+    t->dims[i] = tp->dims[i];
+  }
+  int64_t n = shape_nelem_checked(t->rank, t->dims);
+  if (n < 0) {
+    char sh[256];
+    shape_str(t->rank, t->dims, sh, sizeof sh);
+    snprintf(err, errlen, "tensor '%s' of shape %s has more elements than the limit of "
+             "%lld (2^40)", tp->name ? tp->name : "", sh, (long long)MATC_MAX_ELEMS);
+    return -1;
   }
   if (tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL || tp->n_external_data) {
     snprintf(err, errlen, "tensor '%s' uses external data, which matc does not support "
@@ -133,6 +207,11 @@ static int import_attr(Graph *g, int node, Attr *dst, const Onnx__AttributeProto
   dst->type = ap->has_type ? (AttrType)ap->type : A_UNDEF;
   if (ap->ref_attr_name && *ap->ref_attr_name)
     return unsupported(g, node, -1, "attribute '%s' refers to a function attribute", dst->name);
+  size_t most = ap->n_ints > ap->n_floats ? ap->n_ints : ap->n_floats;
+  if (ap->n_strings > most) most = ap->n_strings;
+  if (most > MATC_MAX_ATTR_ELEMS)
+    return fail(g, node, -1, "attribute '%s' has %zu elements, over the limit of %d", dst->name,
+                most, MATC_MAX_ATTR_ELEMS);
   /* Some writers leave `type` unset; infer it from the fields present. */
   if (dst->type == A_UNDEF) {
     if (ap->n_ints) dst->type = A_INTS;
@@ -213,54 +292,131 @@ static int import_value_info(Graph *g, int v, const Onnx__ValueInfoProto *vi) {
   return MATC_OK;
 }
 
+/* Value names during import: an open-addressing table of value id + 1,
+ * so a graph of many nodes imports in linear time. A name added again
+ * maps to its latest value, as graph_find_value would find it. */
+typedef struct {
+  int *slot;
+  size_t cap, used;
+} NameMap;
+
+static size_t name_hash(const char *s) {
+  uint64_t h = 14695981039346656037ull;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return (size_t)h;
+}
+
+static int names_find(Graph *g, const NameMap *m, const char *name) {
+  if (!m->cap) return -1;
+  for (size_t i = name_hash(name) & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+    int v = m->slot[i] - 1;
+    if (v < 0) return -1;
+    if (strcmp(g->vals[v].name, name) == 0) return v;
+  }
+}
+
+static void names_put(Graph *g, NameMap *m, int v) {
+  if (2 * (m->used + 1) > m->cap) {
+    NameMap n = {calloc(m->cap ? 2 * m->cap : 1024, sizeof(int)), m->cap ? 2 * m->cap : 1024, 0};
+    if (!n.slot) matc_die(__FILE__, __LINE__, "out of memory");
+    for (size_t i = 0; i < m->cap; i++)
+      if (m->slot[i]) names_put(g, &n, m->slot[i] - 1);
+    free(m->slot);
+    *m = n;
+  }
+  size_t i = name_hash(g->vals[v].name) & (m->cap - 1);
+  for (; m->slot[i]; i = (i + 1) & (m->cap - 1))
+    if (strcmp(g->vals[m->slot[i] - 1].name, g->vals[v].name) == 0) {
+      m->slot[i] = v + 1;
+      return;
+    }
+  m->slot[i] = v + 1;
+  m->used++;
+}
+
+static int add_value(Graph *g, NameMap *m, const char *name) {
+  int v = graph_add_value(g, name);
+  names_put(g, m, v);
+  return v;
+}
+
+/* Counts a graph may hold (MATC_MAX_NODES each). */
+static int check_counts(Graph *g, const Onnx__GraphProto *gp) {
+  struct { const char *what; size_t n; } c[] = {
+    {"nodes", gp->n_node}, {"initializers", gp->n_initializer}, {"inputs", gp->n_input},
+    {"outputs", gp->n_output}, {"value_info entries", gp->n_value_info},
+  };
+  for (size_t i = 0; i < sizeof c / sizeof *c; i++)
+    if (c[i].n > MATC_MAX_NODES)
+      return fail(g, -1, -1, "the graph has %zu %s, over the limit of %d", c[i].n, c[i].what,
+                  MATC_MAX_NODES);
+  return MATC_OK;
+}
+
 static int import_graph(Graph *g, const Onnx__GraphProto *gp) {
   char err[512];
+  NameMap names = {0};
+  int rc = check_counts(g, gp);
+  if (rc) return rc;
   if (gp->n_sparse_initializer)
     return unsupported(g, -1, -1, "sparse initializers are not supported");
-  for (size_t i = 0; i < gp->n_initializer; i++) {
+  for (size_t i = 0; i < gp->n_initializer && !rc; i++) {
     const Onnx__TensorProto *tp = gp->initializer[i];
-    if (!tp->name || !*tp->name) return fail(g, -1, -1, "initializer %zu has no name", i);
-    int v = graph_add_value(g, tp->name);
+    if (!tp->name || !*tp->name) {
+      rc = fail(g, -1, -1, "initializer %zu has no name", i);
+      break;
+    }
+    int v = add_value(g, &names, tp->name);
     Value *x = &g->vals[v];
     x->kind = V_PARAM;
     x->data = arena_alloc(g->arena, sizeof(Tensor));
-    int rc = convert_tensor(g->arena, tp, x->data, err, sizeof err);
-    if (rc == -2) return unsupported(g, -1, -1, "initializer: %s", err);
-    if (rc) return fail(g, -1, -1, "initializer: %s", err);
-    value_set(x, x->data->dt, x->data->rank, x->data->dims);
+    int crc = convert_tensor(g->arena, tp, x->data, err, sizeof err);
+    if (crc == -2) rc = unsupported(g, -1, -1, "initializer: %s", err);
+    else if (crc) rc = fail(g, -1, -1, "initializer: %s", err);
+    else value_set(x, x->data->dt, x->data->rank, x->data->dims);
   }
   g->inputs = arena_alloc(g->arena, sizeof(int) * (gp->n_input + 1));
-  for (size_t i = 0; i < gp->n_input; i++) {
+  for (size_t i = 0; i < gp->n_input && !rc; i++) {
     const char *name = gp->input[i]->name ? gp->input[i]->name : "";
-    int v = graph_find_value(g, name);
+    int v = names_find(g, &names, name);
     if (v >= 0 && g->vals[v].kind == V_PARAM) continue; /* initializer listed as input */
-    v = graph_add_value(g, name);
+    v = add_value(g, &names, name);
     g->vals[v].kind = V_INPUT;
-    int rc = import_value_info(g, v, gp->input[i]);
-    if (rc) return rc;
-    g->inputs[g->ninputs++] = v;
+    rc = import_value_info(g, v, gp->input[i]);
+    if (!rc) g->inputs[g->ninputs++] = v;
   }
-  for (size_t i = 0; i < gp->n_node; i++) {
+  for (size_t i = 0; i < gp->n_node && !rc; i++) {
     const Onnx__NodeProto *np = gp->node[i];
-    int in[64], out[64];
-    if (np->n_input > 64 || np->n_output > 64)
-      return fail(g, -1, -1, "node %zu '%s' has %zu inputs and %zu outputs, over the limit of 64",
-                  i, np->name ? np->name : "", np->n_input, np->n_output);
-    if (!np->op_type) return fail(g, -1, -1, "node %zu has no op_type", i);
-    for (size_t j = 0; j < np->n_input; j++) {
+    int in[MATC_MAX_NODE_IO], out[MATC_MAX_NODE_IO];
+    if (np->n_input > MATC_MAX_NODE_IO || np->n_output > MATC_MAX_NODE_IO) {
+      rc = fail(g, -1, -1, "node %zu '%s' has %zu inputs and %zu outputs, over the limit of %d",
+                i, np->name ? np->name : "", np->n_input, np->n_output, MATC_MAX_NODE_IO);
+      break;
+    }
+    if (np->n_attribute > MATC_MAX_ATTRS) {
+      rc = fail(g, -1, -1, "node %zu '%s' has %zu attributes, over the limit of %d", i,
+                np->name ? np->name : "", np->n_attribute, MATC_MAX_ATTRS);
+      break;
+    }
+    if (!np->op_type) {
+      rc = fail(g, -1, -1, "node %zu has no op_type", i);
+      break;
+    }
+    for (size_t j = 0; j < np->n_input && !rc; j++) {
       const char *name = np->input[j];
       if (!name || !*name) { in[j] = -1; continue; }
-      in[j] = graph_find_value(g, name);
+      in[j] = names_find(g, &names, name);
       if (in[j] < 0) {
         /* Make the node first so the message can name it. */
         int id = graph_add_node(g, np->op_type, np->name, 0, in, 0, out);
-        return fail(g, id, -1, "input %zu '%s' is not produced by any node, initializer "
-                    "or graph input", j, name);
+        rc = fail(g, id, -1, "input %zu '%s' is not produced by any node, initializer "
+                  "or graph input", j, name);
       }
     }
+    if (rc) break;
     for (size_t j = 0; j < np->n_output; j++) {
       const char *name = np->output[j];
-      out[j] = (name && *name) ? graph_add_value(g, name) : -1;
+      out[j] = (name && *name) ? add_value(g, &names, name) : -1;
     }
     int id = graph_add_node(g, np->op_type, np->name, (int)np->n_input, in,
                             (int)np->n_output, out);
@@ -268,21 +424,23 @@ static int import_graph(Graph *g, const Onnx__GraphProto *gp) {
     n->domain = arena_strdup(g->arena, np->domain ? np->domain : "");
     n->nattr = (int)np->n_attribute;
     n->attr = arena_alloc(g->arena, sizeof(Attr) * (np->n_attribute + 1));
-    for (size_t j = 0; j < np->n_attribute; j++) {
-      int rc = import_attr(g, id, &n->attr[j], np->attribute[j]);
-      if (rc) return rc;
-    }
+    for (size_t j = 0; j < np->n_attribute && !rc; j++)
+      rc = import_attr(g, id, &n->attr[j], np->attribute[j]);
   }
   g->outputs = arena_alloc(g->arena, sizeof(int) * (gp->n_output + 1));
-  for (size_t i = 0; i < gp->n_output; i++) {
+  for (size_t i = 0; i < gp->n_output && !rc; i++) {
     const char *name = gp->output[i]->name ? gp->output[i]->name : "";
-    int v = graph_find_value(g, name);
-    if (v < 0) return fail(g, -1, -1, "graph output '%s' is not produced by any node", name);
+    int v = names_find(g, &names, name);
+    if (v < 0) {
+      rc = fail(g, -1, -1, "graph output '%s' is not produced by any node", name);
+      break;
+    }
     /* A declared output type is only a hint; shape inference decides. */
     g->vals[v].is_output = 1;
     g->outputs[g->noutputs++] = v;
   }
-  return MATC_OK;
+  free(names.slot);
+  return rc;
 }
 
 int import_onnx(Graph *g, const char *path) {
@@ -293,12 +451,30 @@ int import_onnx(Graph *g, const char *path) {
     snprintf(g->err, sizeof g->err, "%s", err);
     return MATC_ERR;
   }
-  if (len == 0) {
-    free(buf);
-    return fail(g, -1, -1, "the file is empty, not an ONNX model");
+  int rc = import_onnx_buffer(g, buf, len);
+  free(buf);
+  return rc;
+}
+
+int import_onnx_buffer(Graph *g, const void *buf, size_t len) {
+  if (len == 0) return fail(g, -1, -1, "the file is empty, not an ONNX model");
+  if (len > MATC_MAX_MODEL_BYTES)
+    return fail(g, -1, -1, "the model is %zu bytes, over the limit of %zu bytes (2 GiB, "
+                "protobuf's own)", len, MATC_MAX_MODEL_BYTES);
+  int depth;
+  int64_t count;
+  if (proto_scan(&onnx__model_proto__descriptor, buf, len, &depth, &count) == 0) {
+    if (depth > MATC_MAX_PROTO_DEPTH)
+      return fail(g, -1, -1, "protobuf messages nested more than %d deep (subgraphs or types "
+                  "inside each other), over the limit", MATC_MAX_PROTO_DEPTH);
+    if (count > MATC_MAX_PROTO_MESSAGES)
+      return fail(g, -1, -1, "more than %d protobuf messages (nodes, attributes, tensors, "
+                  "types), over the limit", MATC_MAX_PROTO_MESSAGES);
+  } else {
+    return fail(g, -1, -1, "not a valid ONNX model: the protobuf data is malformed or "
+                "truncated (%zu bytes)", len);
   }
   Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, len, buf);
-  free(buf);
   if (!m)
     return fail(g, -1, -1, "not a valid ONNX model: the protobuf data is malformed or "
                 "truncated (%zu bytes)", len);
@@ -310,12 +486,19 @@ int import_onnx(Graph *g, const char *path) {
   g->opset = 0;
   for (size_t i = 0; i < m->n_opset_import; i++) {
     const char *d = m->opset_import[i]->domain;
-    if (!d || !*d || strcmp(d, "ai.onnx") == 0) g->opset = (int)m->opset_import[i]->version;
+    if (d && *d && strcmp(d, "ai.onnx") != 0) continue;
+    int64_t ver = m->opset_import[i]->version;
+    if (ver < 1 || ver > 1000) {
+      rc = fail(g, -1, -1, "the model imports opset version %lld of the default domain, "
+                "which no ONNX release has", (long long)ver);
+      goto out;
+    }
+    g->opset = (int)ver;
   }
   if (g->opset == 0 && m->n_opset_import > 0) {
     /* Valid ONNX (e.g. only ai.onnx.preview.training), just not matc's. */
     rc = unsupported(g, -1, -1, "the model imports only opset domain '%s', not the default one",
-                     m->opset_import[0]->domain);
+                     m->opset_import[0]->domain ? m->opset_import[0]->domain : "");
     goto out;
   }
   if (g->opset == 0) {

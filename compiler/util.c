@@ -157,6 +157,28 @@ int64_t shape_nelem(int rank, const int64_t *dims) {
   return n;
 }
 
+const char *shape_str(int rank, const int64_t *dims, char *buf, size_t n) {
+  size_t k = (size_t)snprintf(buf, n, "[");
+  for (int i = 0; i < rank && k < n; i++)
+    k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? "," : "", (long long)dims[i]);
+  if (k < n) snprintf(buf + k, n - k, "]");
+  return buf;
+}
+
+int64_t shape_nelem_checked(int rank, const int64_t *dims) {
+  int64_t n = 1;
+  for (int i = 0; i < rank; i++) {
+    if (dims[i] < 0) return -1;
+    if (dims[i] == 0) n = 0;
+  }
+  if (n == 0) return 0;
+  for (int i = 0; i < rank; i++) {
+    if (dims[i] > MATC_MAX_ELEMS / n) return -1;
+    n *= dims[i];
+  }
+  return n;
+}
+
 int64_t tensor_nelem(const Tensor *t) { return shape_nelem(t->rank, t->dims); }
 
 Tensor *tensor_new(Arena *a, DType dt, int rank, const int64_t *dims) {
@@ -187,8 +209,8 @@ int64_t tensor_get_i(const Tensor *t, int64_t i) {
   case DT_U16: return ((const uint16_t *)t->data)[i];
   case DT_U32: return ((const uint32_t *)t->data)[i];
   case DT_U64: return (int64_t)((const uint64_t *)t->data)[i];
-  case DT_F32: return (int64_t)((const float *)t->data)[i];
-  case DT_F64: return (int64_t)((const double *)t->data)[i];
+  case DT_F32: return f2i_sat(((const float *)t->data)[i]);
+  case DT_F64: return f2i_sat(((const double *)t->data)[i]);
   default: return 0;
   }
 }
@@ -229,8 +251,9 @@ const char *attr_s(const Node *n, const char *name, const char *dflt) {
 int attr_ints(const Node *n, const char *name, int64_t *out, int max) {
   const Attr *a = attr_get(n, name);
   if (!a || a->type != A_INTS) return -1;
-  for (int i = 0; i < a->n && i < max; i++) out[i] = a->ints[i];
-  return a->n;
+  int c = a->n < max ? a->n : max;     /* infer_shapes refuses longer shape attributes */
+  for (int i = 0; i < c; i++) out[i] = a->ints[i];
+  return c;
 }
 
 /* ---------------------------------------------------------------- shapes */

@@ -35,6 +35,12 @@ int bind_inputs(Graph *g, int64_t batch) {
                     "(dimension 0 only) or give input data", v->name, d);
       v->dims[d] = g->batch;
     }
+    if (shape_nelem_checked(v->rank, v->dims) < 0) {
+      char sh[256];
+      return fail(g, -1, -1, "input '%s' of shape %s has more elements than the limit of %lld "
+                  "(2^40)", v->name, shape_str(v->rank, v->dims, sh, sizeof sh),
+                  (long long)MATC_MAX_ELEMS);
+    }
   }
   return MATC_OK;
 }

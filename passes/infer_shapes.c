@@ -20,12 +20,26 @@ static int foldable_input(Graph *g, int v) {
   return x->kind == V_PARAM && !dt_is_float(x->dt);
 }
 
+/* Folds node i when its work fits what is left of the budget; else leaves
+ * it to run time (undoing its lowering). */
 static int fold_node(Graph *g, int i) {
   Node *n = &g->nodes[i];
   int k0 = g->nkernels, v0 = g->nvals;
   int rc = op_table[n->op].lower(g, i);
   if (rc) return rc;
   n = &g->nodes[i];
+  double cost = kernels_cost(g, k0, g->nkernels);
+  if (g->fold_ops + cost > MATC_MAX_FOLD_OPS) {
+    g->nkernels = k0;
+    g->nvals = v0;
+    for (int j = 0; j < n->nout; j++)
+      if (n->out[j] >= 0) {
+        g->vals[n->out[j]].alias_of = -1;
+        g->vals[n->out[j]].alias_off = 0;
+      }
+    return MATC_OK;
+  }
+  g->fold_ops += cost;
   void **ptrs = calloc(g->nvals, sizeof(void *));
   for (int j = 0; j < n->nin; j++)
     if (n->in[j] >= 0) ptrs[n->in[j]] = g->vals[n->in[j]].data->data;
@@ -73,6 +87,27 @@ static int fold_node(Graph *g, int i) {
   return MATC_OK;
 }
 
+/* Shape-like ints attributes hold at most one entry per dimension (pads:
+ * two; split: one per output). */
+static int check_attr_lengths(Graph *g, int node) {
+  static const char *per_dim[] = {"shape", "axes", "perm", "starts", "ends", "steps", "kernel_shape",
+                                  "strides", "dilations", "output_shape", "output_padding", "in_shape"};
+  const Node *n = &g->nodes[node];
+  for (int a = 0; a < n->nattr; a++) {
+    const Attr *at = &n->attr[a];
+    if (at->type != A_INTS) continue;
+    int max = -1;
+    for (size_t k = 0; k < sizeof per_dim / sizeof *per_dim; k++)
+      if (strcmp(at->name, per_dim[k]) == 0) max = MATC_MAX_RANK;
+    if (!strcmp(at->name, "pads") || !strcmp(at->name, "paddings")) max = 2 * MATC_MAX_RANK;
+    if (!strcmp(at->name, "split")) max = MATC_MAX_NODE_IO;
+    if (max >= 0 && at->n > max)
+      return fail(g, node, -1, "attribute '%s' has %d entries, over the limit of %d (rank at most %d)",
+                  at->name, at->n, max, MATC_MAX_RANK);
+  }
+  return MATC_OK;
+}
+
 int infer_shapes(Graph *g) {
   for (int i = 0; i < g->nnodes; i++) {
     Node *n = &g->nodes[i];
@@ -95,7 +130,9 @@ int infer_shapes(Graph *g) {
       if (!dt_supported(g->vals[v].dt))
         return unsupported(g, i, j, "data type %s is not supported", dt_name(g->vals[v].dt));
     }
-    int rc = op_table[n->op].infer(g, i);
+    int rc = check_attr_lengths(g, i);
+    if (rc) return rc;
+    rc = op_table[n->op].infer(g, i);
     if (rc) return rc;
     for (int j = 0; j < n->nout; j++) {
       int v = n->out[j];
@@ -104,6 +141,11 @@ int infer_shapes(Graph *g) {
       if (x->rank < 0) return fail(g, i, -1, "shape inference left output %d unknown", j);
       for (int d = 0; d < x->rank; d++)
         if (x->dims[d] < 0) return fail(g, i, -1, "output %d has a negative dimension", j);
+      if (shape_nelem_checked(x->rank, x->dims) < 0) {
+        char sh[256];
+        return fail(g, i, -1, "output %d of shape %s has more elements than the limit of %lld "
+                    "(2^40)", j, shape_str(x->rank, x->dims, sh, sizeof sh), (long long)MATC_MAX_ELEMS);
+      }
       if (!dt_supported(x->dt))
         return unsupported(g, i, -1, "output %d has data type %s, not supported", j,
                            dt_name(x->dt));

@@ -34,6 +34,20 @@ endforeach()
 # Bad input: clear errors, no crashes.
 matc_test(bad-inputs sh ${MATC_SRC}/tests/bad_inputs.sh $<TARGET_FILE:matc> ${MATC_SRC}/tests/data/bad)
 
+# The fuzz targets (fuzz/) without libFuzzer: every input of the committed
+# corpus and every input a fuzzer once crashed on (fuzz/regress/<target>)
+# runs once; a crash, hang or sanitizer report fails the test.
+foreach(t ${MATC_FUZZ_TARGETS})
+  add_executable(fuzz_replay_${t} ${MATC_SRC}/fuzz/replay.c ${MATC_SRC}/fuzz/fuzz_${t}.c
+    ${MATC_SRC}/fuzz/common.c ${MATC_SRC}/fuzz/data.c)
+  target_include_directories(fuzz_replay_${t} PRIVATE ${GEN} ${PROTOBUF_C_INCLUDE} ${LLVM_INCLUDE}
+    ${MATC_SRC}/compiler)
+  target_link_libraries(fuzz_replay_${t} PRIVATE matc_aot ${PROTOBUF_C_LIB} ${OPENBLAS_LIB} ZLIB::ZLIB
+    Threads::Threads m)
+  matc_test(fuzz/${t} fuzz_replay_${t} ${MATC_SRC}/fuzz/corpus/${t} ${MATC_SRC}/fuzz/regress/${t})
+  set_tests_properties(fuzz/${t} PROPERTIES LABELS fuzz)
+endforeach()
+
 # Unit tests of the compiler internals (C programs in tests/unit).
 file(GLOB unit_tests CONFIGURE_DEPENDS ${MATC_SRC}/tests/unit/*.c)
 foreach(src ${unit_tests})

@@ -36,6 +36,8 @@
 #define CKPT_END "MATCEND\n"
 #define CKPT_VERSION 1u
 #define CKPT_FILE "checkpoint.matc"
+/* Larger files are refused before they are read into memory. */
+#define CKPT_MAX_BYTES (16ULL << 30)
 
 static void errf(char *err, size_t errlen, const char *fmt, ...) {
   va_list ap;
@@ -259,7 +261,8 @@ static int hdr_int(const char *hdr, const char *key, int64_t *v) {
 }
 
 /* Walks the tensor records: on success fills name/len, dt, rank, dims, data,
- * nbytes and advances *off. */
+ * nbytes and advances *off. -1: the record runs past `end`; -2: its rank
+ * is over MATC_MAX_RANK. */
 typedef struct {
   const char *name;
   uint32_t namelen, dt, rank;
@@ -279,7 +282,7 @@ static int next_rec(const Ckpt *c, size_t end, size_t *off, Rec *r) {
   NEED(8);
   memcpy(&r->dt, b + o, 4), o += 4;
   memcpy(&r->rank, b + o, 4), o += 4;
-  if (r->rank > MATC_MAX_RANK) return -1;
+  if (r->rank > MATC_MAX_RANK) return -2;
   NEED(8 * (size_t)r->rank);
   memcpy(r->dims, b + o, 8 * (size_t)r->rank), o += 8 * (size_t)r->rank;
   NEED(8);
@@ -292,31 +295,51 @@ static int next_rec(const Ckpt *c, size_t end, size_t *off, Rec *r) {
 }
 
 Ckpt *ckpt_read(const char *dir, char *err, size_t errlen) {
-  Ckpt *c = calloc(1, sizeof *c);
-  ckpt_path(dir, c->path, sizeof c->path);
+  char path[4096];
+  ckpt_path(dir, path, sizeof path);
   struct stat st;
   if (stat(dir, &st) != 0) {
     errf(err, errlen, "--resume %s: no such checkpoint directory: %s", dir, strerror(errno));
-    goto fail;
+    return NULL;
   }
-  FILE *f = fopen(c->path, "rb");
+  FILE *f = fopen(path, "rb");
   if (!f) {
-    errf(err, errlen, "--resume %s: no checkpoint: %s: %s", dir, c->path, strerror(errno));
-    goto fail;
+    errf(err, errlen, "--resume %s: no checkpoint: %s: %s", dir, path, strerror(errno));
+    return NULL;
   }
   if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-    errf(err, errlen, "%s: not a regular file", c->path);
+    errf(err, errlen, "%s: not a regular file", path);
     fclose(f);
-    goto fail;
+    return NULL;
   }
-  c->len = (size_t)st.st_size;
-  c->buf = malloc(c->len ? c->len : 1);
-  if (!c->buf || fread(c->buf, 1, c->len, f) != c->len) {
-    errf(err, errlen, "%s: cannot read %zu bytes", c->path, c->len);
+  if ((uint64_t)st.st_size > CKPT_MAX_BYTES) {
+    errf(err, errlen, "%s: the checkpoint is %lld bytes, over the limit of %llu bytes (16 GiB)", path,
+         (long long)st.st_size, (unsigned long long)CKPT_MAX_BYTES);
     fclose(f);
-    goto fail;
+    return NULL;
+  }
+  size_t len = (size_t)st.st_size;
+  unsigned char *buf = malloc(len ? len : 1);
+  if (!buf || fread(buf, 1, len, f) != len) {
+    errf(err, errlen, "%s: cannot read %zu bytes", path, len);
+    free(buf);
+    fclose(f);
+    return NULL;
   }
   fclose(f);
+  return ckpt_parse(path, buf, len, err, errlen);
+}
+
+Ckpt *ckpt_parse(const char *path, unsigned char *buf, size_t len, char *err, size_t errlen) {
+  Ckpt *c = calloc(1, sizeof *c);
+  if (!c) {
+    free(buf);
+    errf(err, errlen, "%s: out of memory", path);
+    return NULL;
+  }
+  snprintf(c->path, sizeof c->path, "%s", path);
+  c->buf = buf;
+  c->len = len;
   const unsigned char *b = c->buf;
   if (c->len < 16 || memcmp(b, CKPT_MAGIC, 8) != 0) {
     errf(err, errlen, "%s: not a matc checkpoint (%zu bytes, no %s magic)", c->path, c->len, CKPT_MAGIC);
@@ -358,7 +381,8 @@ Ckpt *ckpt_read(const char *dir, char *err, size_t errlen) {
   char *end;
   m->fingerprint = strtoull(fp, &end, 16);
   fp_ok = *fp && !*end;
-  if (!fp_ok || nt < 0 || nt > INT32_MAX || m->step < 0 || m->epoch < 0 || m->pos < 0 || ninit < 0) {
+  if (!fp_ok || nt < 0 || nt > INT32_MAX || m->step < 0 || m->epoch < 0 || m->pos < 0 || ninit < 0 ||
+      ninit > INT32_MAX) {
     errf(err, errlen, "%s: checkpoint header has a bad value", c->path);
     goto fail;
   }
@@ -368,11 +392,18 @@ Ckpt *ckpt_read(const char *dir, char *err, size_t errlen) {
   /* Every record must lie inside the file and end exactly at the checksum. */
   size_t off = c->first, stop = c->len - 16;
   Rec r;
-  for (int i = 0; i < c->ntensors; i++)
-    if (next_rec(c, stop, &off, &r)) {
+  for (int i = 0; i < c->ntensors; i++) {
+    int bad = next_rec(c, stop, &off, &r);
+    if (bad == -2) {
+      errf(err, errlen, "%s: damaged checkpoint (tensor %d has rank %u, over the limit of %d)", c->path, i,
+           r.rank, MATC_MAX_RANK);
+      goto fail;
+    }
+    if (bad) {
       errf(err, errlen, "%s: damaged checkpoint (tensor %d runs past the end)", c->path, i);
       goto fail;
     }
+  }
   if (off != stop) {
     errf(err, errlen, "%s: damaged checkpoint (%zu unexpected bytes after the tensors)", c->path, stop - off);
     goto fail;
@@ -410,7 +441,7 @@ int ckpt_restore(const Ckpt *c, Exec *x, const int *vals, int nvals, char *err, 
     if (k < 0) {
       errf(err, errlen, "%s: tensor '%.*s' is not a parameter or optimizer state of this run (the checkpoint "
            "was written with --optimizer %s; another optimizer, --momentum or --freeze?)", c->path,
-           (int)r.namelen, r.name, c->meta.optimizer);
+           r.namelen > 200 ? 200 : (int)r.namelen, r.name, c->meta.optimizer);
       goto out;
     }
     const Value *v = &g->vals[vals[k]];

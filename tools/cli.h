@@ -58,6 +58,9 @@ int ckpt_save(const char *dir, const CkptMeta *m, Exec *x, const int *vals, int 
               size_t errlen);
 /* Reads and checks DIR/checkpoint.matc (DIR may also name the file). */
 Ckpt *ckpt_read(const char *dir, char *err, size_t errlen);
+/* The same on a checkpoint already in memory (takes buf, malloc'd; path
+ * names it in errors). */
+Ckpt *ckpt_parse(const char *path, unsigned char *buf, size_t len, char *err, size_t errlen);
 const CkptMeta *ckpt_meta(const Ckpt *c);
 const char *ckpt_file(const Ckpt *c);
 int ckpt_check_model(const Ckpt *c, const CkptMeta *want, char *err, size_t errlen);

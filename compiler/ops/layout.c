@@ -175,9 +175,12 @@ int infer_size_op(Graph *g, int node) {
 static int set_view_shape(Graph *g, int node, int rank, const int64_t *dims) {
   Node *n = &g->nodes[node];
   Value *x = &g->vals[n->in[0]];
-  if (shape_nelem(rank, dims) != value_nelem(x))
-    return fail(g, node, 0, "cannot reshape %lld elements into %lld", (long long)value_nelem(x),
-                (long long)shape_nelem(rank, dims));
+  int64_t ne = shape_nelem_checked(rank, dims);
+  if (ne != value_nelem(x)) {
+    char sh[256];
+    return fail(g, node, 0, "cannot reshape %lld elements into %s", (long long)value_nelem(x),
+                shape_str(rank, dims, sh, sizeof sh));
+  }
   value_set(&g->vals[n->out[0]], x->dt, rank, dims);
   return MATC_OK;
 }
@@ -194,8 +197,9 @@ int infer_reshape(Graph *g, int node) {
   } else {
     Tensor *s = known_value(g, n->in[1]);
     if (!s) return unsupported(g, node, 1, "the target shape must be known at compile time");
+    if (tensor_nelem(s) > MATC_MAX_RANK)
+      return fail(g, node, 1, "rank %lld is over the limit of %d", (long long)tensor_nelem(s), MATC_MAX_RANK);
     rank = (int)tensor_nelem(s);
-    if (rank > MATC_MAX_RANK) return fail(g, node, 1, "rank %d is over the limit", rank);
     for (int i = 0; i < rank; i++) dims[i] = tensor_get_i(s, i);
   }
   int allowzero = (int)attr_i(n, "allowzero", 0);
@@ -211,8 +215,10 @@ int infer_reshape(Graph *g, int node) {
       infer_at = i;
     } else if (dims[i] < 0) {
       return fail(g, node, 1, "negative dimension %lld", (long long)dims[i]);
-    } else {
-      known *= dims[i];
+    } else if ((known = dim_mul(known, dims[i])) < 0) {
+      char sh[256];
+      return fail(g, node, 1, "the shape %s has more elements than the limit of %lld (2^40)",
+                  shape_str(rank, dims, sh, sizeof sh), (long long)MATC_MAX_ELEMS);
     }
   }
   if (infer_at >= 0) {
@@ -575,7 +581,8 @@ int infer_tile(Graph *g, int node) {
   if (nr != x->rank) return fail(g, node, 1, "repeats has %d entries for rank %d", nr, x->rank);
   for (int i = 0; i < nr; i++) {
     if (rep[i] < 0) return fail(g, node, 1, "negative repeat");
-    d[i] = x->dims[i] * rep[i];
+    if ((d[i] = dim_mul(x->dims[i], rep[i])) < 0)
+      return fail(g, node, 1, "repeat %lld of dimension %d passes the limit of 2^40 elements", (long long)rep[i], i);
   }
   value_set(&g->vals[n->out[0]], x->dt, x->rank, d);
   return MATC_OK;
@@ -638,6 +645,9 @@ static int pad_params(Graph *g, int node, int64_t *pb, int64_t *pe, int *mode, i
     if (a < 0) return fail(g, node, 3, "axis out of range");
     pb[a] = p[i];
     pe[a] = p[na + i];
+    if (pb[a] < -MATC_MAX_ELEMS || pb[a] > MATC_MAX_ELEMS || pe[a] < -MATC_MAX_ELEMS || pe[a] > MATC_MAX_ELEMS)
+      return fail(g, node, 1, "pads %lld, %lld of dimension %d are over the limit of 2^40", (long long)pb[a],
+                  (long long)pe[a], a);
     if (x->dims[a] + pb[a] + pe[a] < 0) return fail(g, node, 1, "pads remove more than dimension %d", a);
     if (*mode && x->dims[a] == 0 && pb[a] + pe[a] > 0)
       return fail(g, node, 1, "cannot pad an empty dimension in this mode");
