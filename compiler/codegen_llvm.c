@@ -331,12 +331,16 @@ static LLVMValueRef emit_bin(CG *c, Expr *e) {
   case B_SUB: return LLVMBuildSub(c->b, x, y, "");
   case B_MUL: return LLVMBuildMul(c->b, x, y, "");
   case B_DIV: case B_FMOD: case B_IMOD: {
-    /* Division by zero traps on x86; ONNX leaves it undefined, matc gives 0. */
+    /* Division by zero traps on x86; ONNX leaves it undefined, matc gives 0.
+     * MIN / -1 traps too: a signed division by -1 is a (wrapping) negation,
+     * its remainder 0, as in the interpreter. */
     LLVMValueRef isz = LLVMBuildICmp(c->b, LLVMIntEQ, y, zero, "");
-    LLVMValueRef d = LLVMBuildSelect(c->b, isz, one, y, "");
+    LLVMValueRef neg1 = s ? LLVMBuildICmp(c->b, LLVMIntEQ, y, LLVMConstAllOnes(t), "") : NULL;
+    LLVMValueRef d = LLVMBuildSelect(c->b, s ? LLVMBuildOr(c->b, isz, neg1, "") : isz, one, y, "");
     LLVMValueRef r;
     if (e->op == B_DIV) r = s ? LLVMBuildSDiv(c->b, x, d, "") : LLVMBuildUDiv(c->b, x, d, "");
     else r = s ? LLVMBuildSRem(c->b, x, d, "") : LLVMBuildURem(c->b, x, d, "");
+    if (e->op == B_DIV && s) r = LLVMBuildSelect(c->b, neg1, LLVMBuildNeg(c->b, x, ""), r, "");
     if (e->op == B_IMOD && s) {
       /* Python-style: the remainder takes the divisor's sign. */
       LLVMValueRef nz = LLVMBuildICmp(c->b, LLVMIntNE, r, zero, "");

@@ -77,7 +77,7 @@ static Expr *e_new(Graph *g, ExprKind kind, DType dt) {
 Expr *e_const(Graph *g, DType dt, double v) {
   Expr *e = e_new(g, EX_CONST, dt);
   e->f = v;
-  e->i = (int64_t)v;
+  e->i = f2i_sat(v);
   return e;
 }
 
@@ -421,17 +421,22 @@ static Scalar eval_bin(int op, DType adt, Scalar a, Scalar b) {
   case B_ADD: z = (int64_t)(ux + uy); break;
   case B_SUB: z = (int64_t)(ux - uy); break;
   case B_MUL: z = (int64_t)(ux * uy); break;
-  case B_DIV: z = y == 0 ? 0 : sgn ? x / y : (int64_t)(ux / uy); break;
+  /* INT64_MIN / -1 overflows in C: wrap it, as the hardware's result would. */
+  case B_DIV: z = y == 0 ? 0 : sgn ? (y == -1 ? (int64_t)(0 - ux) : x / y) : (int64_t)(ux / uy); break;
   case B_MAX: z = sgn ? (x > y ? x : y) : (int64_t)(ux > uy ? ux : uy); break;
   case B_MIN: z = sgn ? (x < y ? x : y) : (int64_t)(ux < uy ? ux : uy); break;
-  case B_POW: {
-    z = 1;
-    for (int64_t k = 0; k < y; k++) z *= x;
+  case B_POW: {          /* by squaring, wrapping (y <= 0 gives 1) */
+    uint64_t p = 1, b = ux;
+    for (uint64_t e = y > 0 ? uy : 0; e; e >>= 1) {
+      if (e & 1) p *= b;
+      b *= b;
+    }
+    z = (int64_t)p;
     break;
   }
-  case B_FMOD: z = y == 0 ? 0 : sgn ? x % y : (int64_t)(ux % uy); break;
+  case B_FMOD: z = y == 0 || (sgn && y == -1) ? 0 : sgn ? x % y : (int64_t)(ux % uy); break;
   case B_IMOD: {
-    if (y == 0) { z = 0; break; }
+    if (y == 0 || (sgn && y == -1)) { z = 0; break; }
     if (!sgn) { z = (int64_t)(ux % uy); break; }
     z = x % y;
     if (z != 0 && ((z < 0) != (y < 0))) z += y;

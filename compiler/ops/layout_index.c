@@ -142,7 +142,7 @@ int infer_one_hot(Graph *g, int node) {
   if (!dt) return unsupported(g, node, 1, "the output's shape depends on this run-time depth");
   if (tensor_nelem(dt) != 1) return fail(g, node, 1, "depth must be one value");
   if (value_nelem(vals) != 2) return fail(g, node, 2, "values must be [off, on]");
-  int64_t depth = (int64_t)tensor_get_f(dt, 0);
+  int64_t depth = f2i_sat(tensor_get_f(dt, 0));
   if (depth < 0) return fail(g, node, 1, "depth is negative");
   int r = ix->rank + 1;
   if (r > MATC_MAX_RANK) return fail(g, node, -1, "output rank %d is over the limit", r);
