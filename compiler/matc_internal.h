@@ -46,7 +46,7 @@ enum { MATC_OK = 0, MATC_ERR = 1, MATC_UNSUPPORTED = 2 };
 /* and MATC_MAX_RANK (section 3): dimensions of one tensor */
 /* Constant folding (infer_shapes) interprets at most this many scalar
  * operations per model; larger constant work is left to run time. */
-#define MATC_MAX_FOLD_OPS ((double)(1 << 28))
+#define MATC_MAX_FOLD_OPS ((double)(1 << 26))
 
 /* ---------------------------------------------------------------- 2. data types */
 

@@ -179,7 +179,7 @@ static int convert_tensor(Arena *a, const Onnx__TensorProto *tp, Tensor *t, char
   }
   t->data = arena_alloc(a, bytes ? bytes : 1);
   if (tp->has_raw_data) {
-    memcpy(t->data, tp->raw_data.data, bytes);
+    if (bytes) memcpy(t->data, tp->raw_data.data, bytes);
     return 0;
   }
   for (int64_t i = 0; i < n; i++) {

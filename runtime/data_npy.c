@@ -62,7 +62,7 @@ static int parse_shape(const char *p, NpyHeader *h, char *msg, size_t ml) {
   p = skip_ws(p + 1);
   h->rank = 0;
   while (*p != ')') {
-    if (h->rank == 9) { snprintf(msg, ml, "'shape' has more than 9 dimensions"); return -1; }
+    if (h->rank == 9) { snprintf(msg, ml, "'shape' has more than 9 dimensions, over the limit (examples and rank 8)"); return -1; }
     if (*p < '0' || *p > '9') { snprintf(msg, ml, "bad 'shape' entry"); return -1; }
     int64_t v = 0;
     while (*p >= '0' && *p <= '9') {

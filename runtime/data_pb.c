@@ -60,10 +60,19 @@ static int read_tensor(const char *path, DataShape *shape, int first, Grow *g, u
   s.rank = (int)tp->n_dims;
   for (int i = 0; i < s.rank; i++) s.dims[i] = tp->dims[i];
   int oes = s.dtype == DDT_F32 ? 4 : 8;
+  for (int i = 0; i < s.rank; i++)
+    if (s.dims[i] < 0) {
+      data_errf(err, errlen, "%s: dimension %d is negative (%lld)", path, i, (long long)s.dims[i]);
+      goto out;
+    }
   int64_t n = data_shape_nelem_checked(s.rank, s.dims, (size_t)oes);
   if (n < 0 || (uint64_t)n * (uint64_t)oes > data_max_bytes() - *used) {
-    data_errf(err, errlen, "%s: bad shape, or the data passes the limit of %llu bytes", path,
-              (unsigned long long)data_max_bytes());
+    char sh[200];
+    size_t k = 0;
+    for (int i = 0; i < s.rank && k < sizeof sh; i++)
+      k += (size_t)snprintf(sh + k, sizeof sh - k, "%s%lld", i ? "," : "", (long long)s.dims[i]);
+    data_errf(err, errlen, "%s: shape [%s] of %s: the data set passes the data limit of %llu bytes", path,
+              k ? sh : "", s.dtype == DDT_F32 ? "float32" : "int64", (unsigned long long)data_max_bytes());
     goto out;
   }
   if (n == 0) { data_errf(err, errlen, "%s: the tensor is empty", path); goto out; }

@@ -1,12 +1,14 @@
 #!/bin/sh
 # Bad input must give a clear error that names the file (and the node, op
-# and input where there is one), exit non-zero, and never crash (no
-# signal, no sanitizer report).
+# and input where there is one), exit non-zero, and never crash or hang (no
+# signal, no sanitizer report, done within 120 s).
 # usage: bad_inputs.sh MATC DATADIR
 matc=$1 data=$2
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 failures=0 passes=0
+limit=""
+command -v timeout > /dev/null && limit="timeout 120"
 
 # expect NAME EXPECTED_RC PATTERN... -- ARGS...
 expect() {
@@ -15,11 +17,11 @@ expect() {
   while [ "$1" != "--" ]; do pats="$pats
 $1"; shift; done
   shift
-  "$matc" "$@" > "$tmp/out" 2>&1
+  $limit "$matc" "$@" > "$tmp/out" 2>&1
   rc=$?
   ok=1
   if [ $rc -ne "$want" ]; then echo "FAIL $name: exit $rc, expected $want"; ok=0; fi
-  if grep -q -E 'AddressSanitizer|runtime error|Segmentation|internal error' "$tmp/out"; then
+  if grep -q -E 'AddressSanitizer|LeakSanitizer|runtime error|Segmentation|internal error' "$tmp/out"; then
     echo "FAIL $name: crash or sanitizer report"; ok=0
   fi
   printf '%s\n' "$pats" | while IFS= read -r p; do
@@ -94,6 +96,44 @@ expect train-no-trainable 1 "no trainable parameter" "--freeze" -- train "$mlp" 
 expect train-eval-data-mismatch 1 "--eval-data" "differ in shape" -- train "$mlp" $mlpdata --steps 1 --eval-data "npy:$tmp/x.npy,$tmp/y.npy"
 expect checkpoint-not-a-dir 1 "--checkpoint" "good.onnx" -- train "$mlp" $mlpdata --steps 1 --checkpoint "$data/good.onnx"
 expect out-unwritable 1 "--out" "/nonexistent_dir/t.onnx" -- train "$mlp" $mlpdata --steps 1 --out /nonexistent_dir/t.onnx
+
+# Limits on untrusted input (README, "Hostile inputs and fuzzing"): each
+# refused before anything is allocated from the number, with a message
+# naming the file, what passed the limit, and the limit. The inputs are
+# written by tests/hostile.py; the huge files are sparse.
+h=$tmp/hostile
+${PYTHON:-python3} "$(dirname "$0")/hostile.py" "$h"
+truncate -s 3G "$tmp/huge.onnx"
+expect limit-model-file-size 1 "huge.onnx" "3221225472 bytes" "over the limit of 2147483648 bytes" -- inspect "$tmp/huge.onnx"
+expect limit-nesting-types 1 "deep_types.onnx" "nested more than 100 deep" -- inspect "$h/deep_types.onnx"
+expect limit-nesting-subgraphs 1 "deep_subgraphs.onnx" "nested more than 100 deep" -- inspect "$h/deep_subgraphs.onnx"
+expect limit-messages 1 "messages.onnx" "more than 8388608 protobuf messages" -- inspect "$h/messages.onnx"
+expect limit-value-infos 1 "value_infos.onnx" "1048577 value_info entries, over the limit of 1048576" -- inspect "$h/value_infos.onnx"
+expect limit-element-overflow 1 "overflow_elems.onnx" "tensor 'w'" "[4294967296,4294967296,4294967296]" "limit of 1099511627776" -- inspect "$h/overflow_elems.onnx"
+expect limit-rank 1 "rank9.onnx" "tensor 'w' has rank 9, over the limit of 8" -- inspect "$h/rank9.onnx"
+expect limit-input-elements 1 "input_elems.onnx" "input 'x'" "[2147483648,2147483648]" "limit of 1099511627776" -- inspect "$h/input_elems.onnx"
+expect limit-dimension-product 1 "expand_elems.onnx" "node 'expand' (Expand)" "[1073741824,1073741824]" "limit of 1099511627776" -- inspect "$h/expand_elems.onnx"
+expect limit-attributes 1 "many_attrs.onnx" "'relu'" "300 attributes, over the limit of 256" -- inspect "$h/many_attrs.onnx"
+expect limit-attribute-elements 1 "attr_elems.onnx" "node 'tr' (Transpose)" "'perm' has 1048577 elements, over the limit of 1048576" -- inspect "$h/attr_elems.onnx"
+expect limit-shape-attribute 1 "perm9.onnx" "node 'tr' (Transpose)" "'perm' has 9 entries, over the limit of 8" -- inspect "$h/perm9.onnx"
+expect limit-node-inputs 1 "node_inputs.onnx" "'sum' has 65 inputs" "over the limit of 64" -- inspect "$h/node_inputs.onnx"
+expect limit-fold-budget 0 "nodes" -- inspect "$h/fold_budget.onnx"
+mkdir -p "$tmp/huge_data"
+truncate -s 3G "$tmp/huge_data/input_0.pb"
+expect limit-tensor-file-size 1 "huge_data/input_0.pb" "over the limit of 2147483648 bytes" -- run "$data/good.onnx" --data "$tmp/huge_data"
+expect limit-tensor-elements 1 "run_elems/input_0.pb" "tensor 'x'" "limit of 1099511627776" -- run "$data/good.onnx" --data "$h/run_elems"
+mkdir -p "$tmp/huge_pb/0"
+truncate -s 3G "$tmp/huge_pb/0/input_0.pb"
+expect limit-pb-file-size 1 "huge_pb/0/input_0.pb" "over the data limit of 2147483648 bytes" -- train "$mlp" --data "pb:$tmp/huge_pb" --steps 1
+expect limit-pb-rank 1 "pb_rank9/0/input_0.pb" "rank 9 is over the limit of 8" -- train "$mlp" --data "pb:$h/pb_rank9" --steps 1
+expect limit-pb-elements 1 "pb_elems/0/input_0.pb" "[2147483648,1073741824]" "data limit of 8589934592 bytes" -- train "$mlp" --data "pb:$h/pb_elems" --steps 1
+expect limit-npy-rank 1 "rank10.npy" "more than 9 dimensions, over the limit" -- train "$mlp" --data "npy:$h/rank10.npy,$h/labels.npy" --steps 1
+expect limit-npy-elements 1 "elems.npy" "data limit of 8589934592 bytes" -- train "$mlp" --data "npy:$h/elems.npy,$h/labels.npy" --steps 1
+expect limit-idx-elements 1 "idx_big/train-images-idx3-ubyte" "65535 images of 65535 x 65535" "data limit of 8589934592 bytes" -- train "$mlp" --data "idx:$h/idx_big" --steps 1
+mkdir -p "$tmp/ck_huge"
+truncate -s 17G "$tmp/ck_huge/checkpoint.matc"
+expect limit-checkpoint-file-size 1 "ck_huge/checkpoint.matc" "over the limit of 17179869184 bytes" -- train "$mlp" $mlpdata --resume "$tmp/ck_huge"
+expect limit-checkpoint-rank 1 "ck_rank9/checkpoint.matc" "tensor 0 has rank 9, over the limit of 8" -- train "$mlp" $mlpdata --resume "$h/ck_rank9"
 
 echo "$passes passed, $failures failed"
 [ $failures -eq 0 ]

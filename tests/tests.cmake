@@ -1,10 +1,31 @@
 # tests.cmake: every test is registered through matc_test(); a test passes
 # on exit 0, is skipped on exit 77 (the model uses something matc does not
 # support), and fails on anything else.
+#
+# A sanitizer build (-DMATC_SANITIZE=ON: build-asan/, AddressSanitizer,
+# LeakSanitizer and UBSan, any report fatal) registers only the tests this
+# expression matches: every hostile-input test, every fuzz replay and unit
+# test, the bundled models' forward passes and mlp's gradients, the ONNX
+# backend's pytorch-converted, pytorch-operator and simple suites (140
+# models), checkpoints, partition and MAT training. README, "Hostile inputs
+# and fuzzing".
+set(MATC_SANITIZE_TESTS "^(bad-inputs|fuzz/.*|unit/.*|model/(mlp|vgg-small|bert-mini|switch-mini)/forward|model/mlp/gradcheck|onnx/(pytorch-converted|pytorch-operator|simple)/.*|train/checkpoint|partition/.*|mat/train)$")
 function(matc_test name)
+  set(env "MATC_VERIFY=1;OPENBLAS_NUM_THREADS=1")
+  if(MATC_SANITIZE)
+    if(NOT name MATCHES "${MATC_SANITIZE_TESTS}")
+      return()
+    endif()
+    list(APPEND env "ASAN_OPTIONS=detect_leaks=1" "UBSAN_OPTIONS=print_stacktrace=1")
+  endif()
   add_test(NAME ${name} COMMAND ${ARGN})
-  set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300
-    ENVIRONMENT "MATC_VERIFY=1;OPENBLAS_NUM_THREADS=1")
+  set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300 ENVIRONMENT "${env}")
+endfunction()
+# Labels for `ctest -L`, on tests this build registered.
+function(matc_labels name labels)
+  if(TEST ${name})
+    set_tests_properties(${name} PROPERTIES LABELS "${labels}")
+  endif()
 endfunction()
 
 set(MATC_SRC ${CMAKE_SOURCE_DIR})
@@ -17,7 +38,7 @@ foreach(suite node pytorch-converted pytorch-operator simple)
     if(IS_DIRECTORY ${d} AND EXISTS ${d}/model.onnx)
       get_filename_component(t ${d} NAME)
       matc_test(onnx/${suite}/${t} sh ${MATC_SRC}/tests/run_onnx_test.sh $<TARGET_FILE:matc> ${d})
-      set_tests_properties(onnx/${suite}/${t} PROPERTIES LABELS onnx)
+      matc_labels(onnx/${suite}/${t} onnx)
     endif()
   endforeach()
 endforeach()
@@ -27,7 +48,7 @@ foreach(m mlp vgg-small bert-mini switch-mini)
   if(EXISTS ${MATC_SRC}/models/${m}/model.onnx)
     matc_test(model/${m}/forward $<TARGET_FILE:matc> run ${MATC_SRC}/models/${m}/model.onnx
       --data ${MATC_SRC}/models/${m}/test_data_set_0 --rtol 1e-4 --atol 1e-5)
-    set_tests_properties(model/${m}/forward PROPERTIES LABELS model)
+    matc_labels(model/${m}/forward model)
   endif()
 endforeach()
 
@@ -45,7 +66,7 @@ foreach(t ${MATC_FUZZ_TARGETS})
   target_link_libraries(fuzz_replay_${t} PRIVATE matc_aot ${PROTOBUF_C_LIB} ${OPENBLAS_LIB} ZLIB::ZLIB
     Threads::Threads m)
   matc_test(fuzz/${t} fuzz_replay_${t} ${MATC_SRC}/fuzz/corpus/${t} ${MATC_SRC}/fuzz/regress/${t})
-  set_tests_properties(fuzz/${t} PROPERTIES LABELS fuzz)
+  matc_labels(fuzz/${t} fuzz)
 endforeach()
 
 # Unit tests of the compiler internals (C programs in tests/unit).
@@ -58,20 +79,6 @@ foreach(src ${unit_tests})
   set_target_properties(unit_${t} PROPERTIES ENABLE_EXPORTS ON)
   matc_test(unit/${t} unit_${t})
 endforeach()
-
-# The same bad inputs and the bundled models under AddressSanitizer and
-# UndefinedBehaviorSanitizer, when tools/test.sh built a sanitizer binary.
-set(MATC_ASAN_BINARY "" CACHE FILEPATH "matc built with -DMATC_SANITIZE=ON, for the sanitizer tests")
-if(MATC_ASAN_BINARY)
-  matc_test(asan/bad-inputs sh ${MATC_SRC}/tests/bad_inputs.sh ${MATC_ASAN_BINARY} ${MATC_SRC}/tests/data/bad)
-  foreach(m mlp vgg-small bert-mini switch-mini)
-    if(EXISTS ${MATC_SRC}/models/${m}/model.onnx)
-      matc_test(asan/model/${m} ${MATC_ASAN_BINARY} run ${MATC_SRC}/models/${m}/model.onnx
-        --data ${MATC_SRC}/models/${m}/test_data_set_0 --rtol 1e-4 --atol 1e-5)
-    endif()
-  endforeach()
-  set_tests_properties(asan/bad-inputs PROPERTIES ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1;UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
-endif()
 
 # Training-mode Dropout keeps 1 - ratio of the elements (statistical check).
 matc_test(dropout-rate $<TARGET_FILE:matc> run ${MATC_SRC}/tests/data/dropout_rate/model.onnx
@@ -98,14 +105,14 @@ foreach(d ${grad_cases})
     get_filename_component(fam ${d} DIRECTORY)
     get_filename_component(fam ${fam} NAME)
     matc_test(grad/${fam}/${case} $<TARGET_FILE:matc> gradcheck ${d}/model.onnx --data ${d}/test_data_set_0 --fd)
-    set_tests_properties(grad/${fam}/${case} PROPERTIES LABELS grad)
+    matc_labels(grad/${fam}/${case} grad)
   endif()
 endforeach()
 foreach(m mlp vgg-small bert-mini switch-mini)
   if(EXISTS ${MATC_SRC}/models/${m}/test_data_set_0/grad_0.pb)
     matc_test(model/${m}/gradcheck $<TARGET_FILE:matc> gradcheck ${MATC_SRC}/models/${m}/model.onnx
       --data ${MATC_SRC}/models/${m}/test_data_set_0 --tol 1e-4)
-    set_tests_properties(model/${m}/gradcheck PROPERTIES LABELS "model;grad")
+    matc_labels(model/${m}/gradcheck "model;grad")
   endif()
 endforeach()
 
@@ -119,11 +126,11 @@ foreach(d ${foreign_models})
     get_filename_component(m ${d} NAME)
     matc_test(model/${m}/forward $<TARGET_FILE:matc> run ${d}/model.onnx
       --data ${d}/test_data_set_0 --rtol 1e-4 --atol 1e-5)
-    set_tests_properties(model/${m}/forward PROPERTIES LABELS "model;foreign")
+    matc_labels(model/${m}/forward "model;foreign")
     if(EXISTS ${d}/test_data_set_0/grad_0.pb)
       matc_test(model/${m}/gradcheck $<TARGET_FILE:matc> gradcheck ${d}/model.onnx
         --data ${d}/test_data_set_0 --tol 1e-4)
-      set_tests_properties(model/${m}/gradcheck PROPERTIES LABELS "model;grad;foreign")
+      matc_labels(model/${m}/gradcheck "model;grad;foreign")
     endif()
   endif()
 endforeach()
@@ -131,7 +138,7 @@ endforeach()
 # Checkpoints: N + N resumed steps == 2N steps bit for bit, SIGINT, SIGKILL,
 # --out TRAINED.onnx.
 matc_test(train/checkpoint sh ${MATC_SRC}/tests/checkpoint.sh $<TARGET_FILE:matc> ${MATC_SRC})
-set_tests_properties(train/checkpoint PROPERTIES LABELS train)
+matc_labels(train/checkpoint train)
 
 # Training: the first 20 steps of matc against PyTorch's (tests/train,
 # made by tools/make_train_refs.py), SGD-momentum and AdamW, loss per step
@@ -149,7 +156,7 @@ foreach(m mlp vgg-small bert-mini switch-mini)
       if(PYTHON3)
         matc_test(train/${m}/${opt} ${PYTHON3} ${MATC_SRC}/tests/train_match.py $<TARGET_FILE:matc>
           ${MATC_SRC}/models/${m}/model.onnx ${MATC_SRC}/tests/train/${m} ${opt} ${extra})
-        set_tests_properties(train/${m}/${opt} PROPERTIES LABELS train)
+        matc_labels(train/${m}/${opt} train)
       endif()
     endif()
   endforeach()
@@ -161,12 +168,12 @@ endforeach()
 if(PYTHON3)
   foreach(m mlp vgg-small bert-mini switch-mini gpt-tiny vit-tiny switch-tiny resnet-tiny moe-stacked file dot)
     matc_test(partition/${m} ${PYTHON3} ${MATC_SRC}/tests/partition_check.py $<TARGET_FILE:matc> ${MATC_SRC} ${m})
-    set_tests_properties(partition/${m} PROPERTIES LABELS partition)
+    matc_labels(partition/${m} partition)
   endforeach()
 endif()
 matc_test(partition/moe-stacked/forward $<TARGET_FILE:matc> run ${MATC_SRC}/tests/partition/moe-stacked/model.onnx
   --data ${MATC_SRC}/tests/partition/moe-stacked/test_data_set_0 --rtol 1e-4 --atol 1e-5)
-set_tests_properties(partition/moe-stacked/forward PROPERTIES LABELS partition)
+matc_labels(partition/moe-stacked/forward partition)
 
 # The mNTK probe against explicit per-sample Jacobians from PyTorch
 # (tests/mntk/<model>/, made by tools/make_mntk_refs.py).
@@ -196,7 +203,7 @@ matc_test(guards/clip/mlp unit_guards clip ${MATC_SRC}/models/mlp/model.onnx)
 # modules untouched, bit-exact resume with MAT, the plot, bad options.
 if(PYTHON3)
   matc_test(mat/train ${PYTHON3} ${MATC_SRC}/tests/mat_train.py $<TARGET_FILE:matc> ${MATC_SRC})
-  set_tests_properties(mat/train PROPERTIES LABELS mat)
+  matc_labels(mat/train mat)
 endif()
 # The same with the modules of the partition pass (passes/partition.c).
 matc_test(guards/bert-mini-part/adamw unit_guards exact ${MATC_SRC}/models/bert-mini/model.onnx adamw part)
@@ -207,4 +214,4 @@ matc_test(guards/switch-mini-part/adamw unit_guards exact ${MATC_SRC}/models/swi
 # bit for bit (mlp SGD-momentum, vgg-small AdamW), checkpoint/resume in the
 # trainer, fixed options, damaged trainers, bad compile arguments.
 matc_test(compile/trainer sh ${MATC_SRC}/tests/compile.sh $<TARGET_FILE:matc> ${MATC_SRC})
-set_tests_properties(compile/trainer PROPERTIES LABELS compile)
+matc_labels(compile/trainer compile)

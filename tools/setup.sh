@@ -1,11 +1,13 @@
 #!/bin/sh
 # Installs what matc needs (Debian packages, only those missing) and builds
-# it into build/. Safe to run again.
+# it into build/. Safe to run again. clang and libclang-rt-dev (libFuzzer,
+# its sanitizer runtimes) build the fuzz targets (tools/fuzz.sh).
 # usage: tools/setup.sh [extra packages...]
 set -e
 cd "$(dirname "$0")/.."
 pkgs="cmake make gcc libc6-dev llvm-19-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev
-      libonnx-testdata libopenblas-dev zlib1g-dev python3 dataset-fashion-mnist fortunes $*"
+      libonnx-testdata libopenblas-dev zlib1g-dev python3 dataset-fashion-mnist fortunes
+      clang libclang-rt-dev $*"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

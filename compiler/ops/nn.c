@@ -147,7 +147,11 @@ static int geom_init(Graph *g, int node, const Value *x, const int64_t *kshape, 
     if (k < 1 || s < 1 || d < 1)
       return fail(g, node, -1, "kernel size, stride and dilation must be positive");
     if (pb < 0 || pe < 0) return unsupported(g, node, -1, "negative pads are not supported");
-    int64_t dk = (k - 1) * d + 1;
+    int64_t dk = dim_mul(k - 1, d);
+    if (dk < 0 || dk >= MATC_MAX_ELEMS || s > MATC_MAX_ELEMS || pb > MATC_MAX_ELEMS || pe > MATC_MAX_ELEMS)
+      return fail(g, node, -1, "kernel %lld, stride %lld, dilation %lld or pads %lld, %lld pass the limit of 2^40",
+                  (long long)k, (long long)s, (long long)d, (long long)pb, (long long)pe);
+    dk += 1;
     if (!strcmp(ap, "SAME_UPPER") || !strcmp(ap, "SAME_LOWER")) {
       out = (in + s - 1) / s;
       int64_t tot = (out - 1) * s + dk - in;
@@ -193,11 +197,13 @@ static int conv_setup(Graph *g, int node, int transpose, int64_t *group, int64_t
   }
   int64_t G = *group = attr_i(&g->nodes[node], "group", 1);
   int64_t C = x->dims[1];
-  if (G < 1 || C % G || (!transpose && (w->dims[0] % G || w->dims[1] * G != C)) ||
+  if (G < 1 || G > (C > 1 ? C : 1) || C % G || (!transpose && (w->dims[0] % G || dim_mul(w->dims[1], G) != C)) ||
       (transpose && w->dims[0] != C))
     return fail(g, node, 1, "W's shape does not fit %lld input channels in %lld groups",
                 (long long)C, (long long)G);
-  int64_t M = transpose ? w->dims[1] * G : w->dims[0];
+  int64_t M = transpose ? dim_mul(w->dims[1], G) : w->dims[0];
+  if (M < 0) return fail(g, node, 1, "%lld groups of %lld output channels pass the limit of 2^40", (long long)G,
+                         (long long)w->dims[1]);
   if (has_in(g, node, 2)) {
     Value *b = in_val(g, node, 2);
     if (b->rank != 1 || b->dims[0] != M || b->dt != x->dt)
@@ -398,10 +404,15 @@ static int convt_geom(Graph *g, int node, Geom *q, int64_t *group) {
   for (int i = 0; i < nsp; i++) {
     int64_t in = x->dims[2 + i], s = q->s[i], d = q->d[i];
     if (s < 1 || d < 1) return fail(g, node, -1, "stride and dilation must be positive");
-    int64_t full = s * (in - 1) + op[i] + (ks[i] - 1) * d + 1;
+    const int64_t L = MATC_MAX_ELEMS;
+    int64_t span = in > 0 ? dim_mul(s, in - 1) : -s, reach = dim_mul(ks[i] - 1, d);
+    if (s > L || span < -L || reach < 0 || op[i] < -L || op[i] > L || pads[i] < -L || pads[i] > L ||
+        pads[nsp + i] < -L || pads[nsp + i] > L || (nos >= 0 && (os[i] < -L || os[i] > L)))
+      return fail(g, node, -1, "stride, dilation, pads, output_padding or output_shape pass the limit of 2^40");
+    int64_t full = span + op[i] + reach + 1;
     int64_t pb = pads[i], pe = pads[nsp + i], out;
     if (nos >= 0 || same) {
-      out = nos >= 0 ? os[i] : in * s;
+      out = nos >= 0 ? os[i] : dim_mul(in, s);
       int64_t tot = full - out, half = tot >= 0 ? tot / 2 : -((1 - tot) / 2);   /* floor */
       pb = !strcmp(ap, "SAME_UPPER") ? half : tot - half;
       pe = tot - pb;
@@ -420,7 +431,7 @@ int infer_conv_transpose(Graph *g, int node) {
   int rc = convt_geom(g, node, &q, &G);
   if (rc) return rc;
   Value *x = in_val(g, node, 0);
-  int64_t d[MATC_MAX_RANK] = {x->dims[0], in_val(g, node, 1)->dims[1] * G};
+  int64_t d[MATC_MAX_RANK] = {x->dims[0], dim_mul(in_val(g, node, 1)->dims[1], G)};
   for (int i = 0; i < q.nsp; i++) d[2 + i] = q.out[i];
   set_out(g, node, 0, x->dt, x->rank, d);
   return MATC_OK;
@@ -1127,7 +1138,7 @@ static int resize_setup(Graph *g, int node, ResizeSpec *rs, int modern, int r, c
       /* The scale is a float; the reference multiplies in double. */
       rs->scale[i] = (float)(scales ? tensor_get_f(scales, i) : sa->floats[i]);
       if (!(rs->scale[i] > 0)) return fail(g, node, -1, "scale %g is not positive", rs->scale[i]);
-      rs->out[i] = (int64_t)floor(rs->scale[i] * (double)in);
+      rs->out[i] = f2i_sat(floor(rs->scale[i] * (double)in));
     }
     if (rs->out[i] < 0) return fail(g, node, -1, "negative output size");
     rs->roi[i] = 0;

@@ -70,7 +70,9 @@ static int matmul_bias(Graph *g, int node) {
 }
 
 static Module *add_module(Graph *g, const char *name, ModuleKind kind) {
-  g->modules = realloc(g->modules, sizeof(Module) * (g->nmodules + 1));
+  Module *grown = arena_alloc(g->arena, sizeof(Module) * (g->nmodules + 1));   /* freed with g */
+  if (g->nmodules) memcpy(grown, g->modules, sizeof(Module) * g->nmodules);
+  g->modules = grown;
   Module *m = &g->modules[g->nmodules++];
   memset(m, 0, sizeof *m);
   m->name = arena_strdup(g->arena, name);
@@ -181,6 +183,9 @@ bad:
 static void step_free(Step *s) {
   exec_free(s->x);
   graph_free(s->g);
+  free(s->ts.params);
+  free(s->ts.grads);
+  free(s->ts.state);
   memset(s, 0, sizeof *s);
 }
 
