@@ -209,8 +209,8 @@ int attr_ints(const Node *n, const char *name, int64_t *out, int max);
 
 /* Shape helpers. */
 int64_t shape_nelem(int rank, const int64_t *dims);
-/* Element count, or -1 when a dim is negative or the product passes
- * MATC_MAX_ELEMS (never overflows). */
+/* Element count, or -1 when a dim is negative, a dim or the product
+ * passes MATC_MAX_ELEMS (never overflows). */
 int64_t shape_nelem_checked(int rank, const int64_t *dims);
 /* a * b for dims and element counts (a, b >= 0), or -1 when either is
  * negative or the product passes MATC_MAX_ELEMS (never overflows). */

@@ -142,8 +142,8 @@ static int convert_tensor(Arena *a, const Onnx__TensorProto *tp, Tensor *t, char
   if (n < 0) {
     char sh[256];
     shape_str(t->rank, t->dims, sh, sizeof sh);
-    snprintf(err, errlen, "tensor '%s' of shape %s has more elements than the limit of "
-             "%lld (2^40)", tp->name ? tp->name : "", sh, (long long)MATC_MAX_ELEMS);
+    snprintf(err, errlen, "tensor '%s' of shape %s passes the limit of %lld elements "
+             "(2^40)", tp->name ? tp->name : "", sh, (long long)MATC_MAX_ELEMS);
     return -1;
   }
   if (tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL || tp->n_external_data) {

@@ -152,6 +152,8 @@ const char *dt_name(DType t) {
 /* ---------------------------------------------------------------- tensors */
 
 int64_t shape_nelem(int rank, const int64_t *dims) {
+  for (int i = 0; i < rank; i++)
+    if (dims[i] == 0) return 0;          /* [2^40, 2^40, 0] is empty, not an overflow */
   int64_t n = 1;
   for (int i = 0; i < rank; i++) n *= dims[i];
   return n;
@@ -168,7 +170,7 @@ const char *shape_str(int rank, const int64_t *dims, char *buf, size_t n) {
 int64_t shape_nelem_checked(int rank, const int64_t *dims) {
   int64_t n = 1;
   for (int i = 0; i < rank; i++) {
-    if (dims[i] < 0) return -1;
+    if (dims[i] < 0 || dims[i] > MATC_MAX_ELEMS) return -1;
     if (dims[i] == 0) n = 0;
   }
   if (n == 0) return 0;

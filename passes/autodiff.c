@@ -122,6 +122,8 @@ int expand_gradient(Graph *g, int node) {
   if (xs->n != n->nout) return fail(g, node, -1, "Gradient has %d xs but %d outputs", xs->n, n->nout);
   int y = graph_find_value(g, yname);
   if (y < 0 || g->vals[y].rank < 0) return fail(g, node, -1, "y '%s' is not a value computed before", yname);
+  if (g->vals[y].dt != DT_F32 && g->vals[y].dt != DT_F64)
+    return fail(g, node, -1, "y '%s' is %s, not float32 or float64", yname, dt_name(g->vals[y].dt));
   int wrt[64], grads[64], outs[64];
   for (int i = 0; i < xs->n; i++) {
     wrt[i] = graph_find_value(g, xs->strings[i]);

@@ -37,7 +37,7 @@ int bind_inputs(Graph *g, int64_t batch) {
     }
     if (shape_nelem_checked(v->rank, v->dims) < 0) {
       char sh[256];
-      return fail(g, -1, -1, "input '%s' of shape %s has more elements than the limit of %lld "
+      return fail(g, -1, -1, "input '%s' of shape %s passes the limit of %lld elements "
                   "(2^40)", v->name, shape_str(v->rank, v->dims, sh, sizeof sh),
                   (long long)MATC_MAX_ELEMS);
     }

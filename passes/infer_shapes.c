@@ -122,6 +122,9 @@ int infer_shapes(Graph *g) {
       return unsupported(g, i, -1, "op domain '%s' is not supported", n->domain);
     if (n->op < 0)
       return unsupported(g, i, -1, "op type '%s' is not supported", n->op_type);
+    /* matc's ops may leave out later outputs (MaxPool's indices), not the first. */
+    if (n->nout < 1) return fail(g, i, -1, "the node has no output");
+    if (n->out[0] < 0) return unsupported(g, i, -1, "a node without its first output is not supported");
     for (int j = 0; j < n->nin; j++) {
       int v = n->in[j];
       if (v < 0) continue;
@@ -143,7 +146,7 @@ int infer_shapes(Graph *g) {
         if (x->dims[d] < 0) return fail(g, i, -1, "output %d has a negative dimension", j);
       if (shape_nelem_checked(x->rank, x->dims) < 0) {
         char sh[256];
-        return fail(g, i, -1, "output %d of shape %s has more elements than the limit of %lld "
+        return fail(g, i, -1, "output %d of shape %s passes the limit of %lld elements "
                     "(2^40)", j, shape_str(x->rank, x->dims, sh, sizeof sh), (long long)MATC_MAX_ELEMS);
       }
       if (!dt_supported(x->dt))
@@ -154,8 +157,15 @@ int infer_shapes(Graph *g) {
     if (op_table[n->op].flags & (OPF_NOFOLD | OPF_EFFECT)) continue;
     int all = 1;
     for (int j = 0; j < n->nin && all; j++) all = foldable_input(g, n->in[j]);
-    for (int j = 0; j < n->nout && all; j++)
-      if (n->out[j] >= 0 && value_nelem(&g->vals[n->out[j]]) > FOLD_MAX_ELEMS) all = 0;
+    /* Dims count as at least 1: lowering sizes per-axis tables by them,
+     * even when another dim is 0. */
+    for (int j = 0; j < n->nout && all; j++) {
+      if (n->out[j] < 0) continue;
+      const Value *o = &g->vals[n->out[j]];
+      int64_t ext = 1;
+      for (int d = 0; d < o->rank && ext >= 0; d++) ext = dim_mul(ext, o->dims[d] ? o->dims[d] : 1);
+      if (ext < 0 || ext > FOLD_MAX_ELEMS) all = 0;
+    }
     if (all) {
       rc = fold_node(g, i);
       if (rc) return rc;

@@ -217,7 +217,7 @@ int infer_reshape(Graph *g, int node) {
       return fail(g, node, 1, "negative dimension %lld", (long long)dims[i]);
     } else if ((known = dim_mul(known, dims[i])) < 0) {
       char sh[256];
-      return fail(g, node, 1, "the shape %s has more elements than the limit of %lld (2^40)",
+      return fail(g, node, 1, "the shape %s passes the limit of %lld elements (2^40)",
                   shape_str(rank, dims, sh, sizeof sh), (long long)MATC_MAX_ELEMS);
     }
   }
@@ -417,7 +417,9 @@ static int split_sizes(Graph *g, int node, int *axis, int64_t *sizes) {
     int64_t sum = 0;
     for (int i = 0; i < cnt; i++) {
       if (sizes[i] < 0) return fail(g, node, -1, "negative split size");
-      sum += sizes[i];
+      if (sizes[i] > d) return fail(g, node, -1, "split size %lld is larger than the dimension %lld",
+                                    (long long)sizes[i], (long long)d);
+      sum += sizes[i];            /* at most 64 sizes of at most 2^40 */
     }
     if (sum != d) return fail(g, node, -1, "split sizes add up to %lld, not %lld", (long long)sum, (long long)d);
     return MATC_OK;

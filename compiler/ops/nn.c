@@ -1211,6 +1211,11 @@ static int resize_axis(Graph *g, int node, const ResizeSpec *rs, int rank, int i
     } else {
       return unsupported(g, node, -1, "coordinate_transformation_mode '%s' is not supported", m);
     }
+    /* Far outside the input every tap clamps to the edge: keep x near it
+     * (extreme scales give x up to 1e300, or NaN) so the index math stays
+     * in range. */
+    if (!(x > -8)) x = x != x ? 0 : -8;
+    if (x > (double)in + 8) x = (double)in + 8;
     double fl = floor(x), t = x - fl, c[4] = {1, 0, 0, 0};
     int64_t base = (int64_t)fl, first = base;
     if (t == 0) { base--; t = 1; }
