@@ -8,8 +8,9 @@
 #
 # usage: tools/fuzz.sh [-t SECONDS] [-j JOBS] [TARGET...]   (default 15 s, every target)
 #        tools/fuzz.sh --merge SEEDDIR [TARGET...]
-#          folds build-fuzz/corpus/TARGET and SEEDDIR/TARGET (fuzz/make_seeds.py) into
-#          fuzz/corpus/TARGET, keeping only inputs that add coverage
+#          replaces fuzz/corpus/TARGET with the smallest set of inputs from it,
+#          build-fuzz/corpus/TARGET and SEEDDIR/TARGET (fuzz/make_seeds.py) that
+#          covers what they all cover
 set -e
 cd "$(dirname "$0")/.."
 secs=15 merge="" jobs=2
@@ -33,8 +34,10 @@ for t in $targets; do
   if [ -n "$merge" ]; then
     seeds="$merge/$t"
     [ -d "$seeds" ] || seeds=""
-    build-fuzz/fuzz_$t -merge=1 -rss_limit_mb=2048 -timeout=10 "fuzz/corpus/$t" "build-fuzz/corpus/$t" $seeds \
-      > "build-fuzz/merge-$t.log" 2>&1 || { tail -30 "build-fuzz/merge-$t.log"; exit 1; }
+    rm -rf "build-fuzz/merged/$t" && mkdir -p "build-fuzz/merged/$t"
+    build-fuzz/fuzz_$t -merge=1 -rss_limit_mb=2048 -timeout=10 "build-fuzz/merged/$t" "fuzz/corpus/$t" \
+      "build-fuzz/corpus/$t" $seeds > "build-fuzz/merge-$t.log" 2>&1 || { tail -30 "build-fuzz/merge-$t.log"; exit 1; }
+    rm -rf "fuzz/corpus/$t" && mv "build-fuzz/merged/$t" "fuzz/corpus/$t"
     echo "$t: fuzz/corpus/$t holds $(ls "fuzz/corpus/$t" | wc -l) inputs, $(du -sk "fuzz/corpus/$t" | cut -f1) KB"
     continue
   fi
