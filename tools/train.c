@@ -28,6 +28,7 @@ static int load_model(Options *o, const DataShape *in, Compiled *c) {
   memset(c, 0, sizeof *c);
   c->g = graph_new(o->model);
   c->g->dump_after = o->dump_after;
+  c->g->profile = getenv("MATC_PROFILE") && *getenv("MATC_PROFILE") == '1';
   int rc = import_onnx(c->g, o->model);
   if (rc) return report(c->g, rc);
   if (c->g->ninputs < 1) {
@@ -525,6 +526,8 @@ int cmd_train(Options *o) {
     if (best_acc >= 0)
       fprintf(stderr, "matc: best evaluation: accuracy %.2f%%, loss %.4f\n", 100 * best_acc, best_eval_loss);
     if (mr.on) mat_summary(&mr, o->steps - start, total_flops, total_full, stderr);
+    if (tr.g->profile)   /* MATC_PROFILE=1: where the training steps' time went */
+      exec_print_profile(tr.x, stderr, getenv("MATC_PROFILE_TOP") ? atoi(getenv("MATC_PROFILE_TOP")) : 25);
   }
   if (o->checkpoint && saved_step < 0) {
     meta.step = start > o->steps ? start : o->steps;
