@@ -7,8 +7,8 @@
  *   u32 version (1)
  *   u32 H                       length of the text header that follows
  *   H bytes of text             "key=value\n" lines: model, fingerprint, initializers,
- *                               optimizer, step, epoch, pos, seed, ntrain, tensors, and
- *                               ranks (data parallel; absent: 1)
+ *                               optimizer, step, epoch, pos, seed, ntrain, tensors, batch
+ *                               (per rank), and ranks (data parallel; absent: 1)
  *   per tensor (tensors of them):
  *     u32 L, L bytes            name
  *     u32 dtype                 ONNX TensorProto.DataType code
@@ -190,7 +190,10 @@ int ckpt_save(const char *dir, const CkptMeta *m, Exec *x, const int *vals, int 
                    "\nepoch=%" PRId64 "\npos=%" PRId64 "\nseed=%" PRId64 "\nntrain=%" PRId64 "\ntensors=%d\n",
                    model, m->fingerprint, m->ninit, m->optimizer, m->step, m->epoch, m->pos, m->seed,
                    m->ntrain, nvals);
-  /* A data-parallel run: how many ranks (absent: one). */
+  /* The batch per rank, and for a data-parallel run how many ranks
+   * (absent: one): resuming keeps the global batch. */
+  if (m->batch > 0 && h < (int)sizeof hdr)
+    h += snprintf(hdr + h, sizeof hdr - h, "batch=%" PRId64 "\n", m->batch);
   if (m->ranks > 1 && h < (int)sizeof hdr)
     h += snprintf(hdr + h, sizeof hdr - h, "ranks=%" PRId64 "\n", m->ranks);
   af_write(&a, CKPT_MAGIC, 8);
@@ -379,7 +382,9 @@ static int parse(Ckpt *c, char *err, size_t errlen) {
   }
   m->ninit = (int)ninit;
   m->ranks = 1;
-  if (hdr_get(hdr, "ranks", fp, sizeof fp) && (hdr_int(hdr, "ranks", &m->ranks) || m->ranks < 1)) {
+  m->batch = 0;
+  if ((hdr_get(hdr, "ranks", fp, sizeof fp) && (hdr_int(hdr, "ranks", &m->ranks) || m->ranks < 1)) ||
+      (hdr_get(hdr, "batch", fp, sizeof fp) && (hdr_int(hdr, "batch", &m->batch) || m->batch < 1))) {
     errf(err, errlen, "%s: checkpoint header has a bad value", c->path);
     free(hdr);
     goto fail;

@@ -54,6 +54,7 @@ typedef struct {
   int ninit;
   int64_t step, epoch, pos, seed, ntrain;
   int64_t ranks;                  /* data-parallel ranks that wrote it (1 without MPI) */
+  int64_t batch;                  /* --batch (per rank); 0: not recorded */
 } CkptMeta;
 typedef struct Ckpt Ckpt;
 uint64_t model_fingerprint(const Graph *g, int *ninit);   /* over its V_PARAM values */

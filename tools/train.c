@@ -241,7 +241,9 @@ int cmd_train(Options *o) {
       fprintf(stderr, "matc: %s\n", err);
       return 1;
     }
-    dp_set_timeout(o->mpi_timeout > 0 ? o->mpi_timeout : 300);
+    /* Until every rank has built its graphs (machines compile at their
+     * own speed) the ranks wait for each other at least 10 minutes. */
+    dp_set_timeout(o->mpi_timeout > 600 ? o->mpi_timeout : 600);
     if (dp_size() > 1 && o->threads <= 0) {
       /* The machine's cores shared by the ranks on it. */
       long c = sysconf(_SC_NPROCESSORS_ONLN) / dp_local_size();
@@ -281,18 +283,31 @@ static int train(Options *o, int *together) {
       return 1;
     }
     const CkptMeta *m = ckpt_meta(ck);
-    if (m->ranks != ranks) {
-      if (lead)
-        fprintf(stderr, "matc: %s: the checkpoint was written by a run of %lld rank%s, this run has %d: --batch is "
-                "each rank's batch, so the global batch would change from %lld to %lld and the run would not "
-                "continue the same training; resume with %s%lld ranks (mpirun -np %lld)\n", ckpt_file(ck),
-                (long long)m->ranks, m->ranks == 1 ? "" : "s", ranks, (long long)(m->ranks * o->batch),
-                (long long)(ranks * o->batch), m->ranks == 1 ? "one process, not " : "", (long long)m->ranks,
-                (long long)m->ranks);
+    /* Resuming keeps the global batch (ranks x --batch); it may be split
+     * over another number of ranks. */
+    if (m->ranks != ranks && !(m->batch > 0 && m->ranks * m->batch == ranks * o->batch)) {
+      if (lead) {
+        fprintf(stderr, "matc: %s: the checkpoint was written by a run of %lld rank%s", ckpt_file(ck),
+                (long long)m->ranks, m->ranks == 1 ? "" : "s");
+        int64_t gb = m->ranks * m->batch;
+        if (m->batch > 0)
+          fprintf(stderr, " with a global batch of %lld (%lld x --batch %lld), this run's is %lld (%d x --batch "
+                  "%lld): resume with ranks x --batch = %lld (e.g. %d rank%s with --batch %lld)\n", (long long)gb,
+                  (long long)m->ranks, (long long)m->batch, (long long)(ranks * o->batch), ranks, (long long)o->batch,
+                  (long long)gb, gb % ranks ? (int)m->ranks : ranks,
+                  (gb % ranks ? m->ranks : ranks) == 1 ? "" : "s", (long long)(gb % ranks ? m->batch : gb / ranks));
+        else
+          fprintf(stderr, ", this run has %d: resume with %lld rank%s\n", ranks, (long long)m->ranks,
+                  m->ranks == 1 ? "" : "s");
+      }
       ckpt_free(ck);
       *together = 1;
       return 1;
     }
+    if (m->ranks != ranks && lead)
+      fprintf(stderr, "matc: the checkpoint was written by %lld rank%s, this run has %d: the global batch of %lld "
+              "is kept, split %d x %lld\n", (long long)m->ranks, m->ranks == 1 ? "" : "s", ranks,
+              (long long)(ranks * o->batch), ranks, (long long)o->batch);
     if (o->seed_set && o->seed != m->seed && lead)
       fprintf(stderr, "matc: --seed %lld ignored: resuming with the checkpoint's seed %lld\n", (long long)o->seed,
               (long long)m->seed);
@@ -354,6 +369,7 @@ static int train(Options *o, int *together) {
   meta.seed = o->seed;
   meta.ntrain = sm.ntrain;
   meta.ranks = ranks;
+  meta.batch = o->batch;
   if (ck && ckpt_check_model(ck, &meta, err, sizeof err)) {
     fprintf(stderr, "matc: %s\n", err);
     goto done;
@@ -474,6 +490,7 @@ static int train(Options *o, int *together) {
   }
   /* From here on every rank leaves the loop at the same step. */
   *together = 1;
+  dp_set_timeout(o->mpi_timeout > 0 ? o->mpi_timeout : 300);
   int tty = lead && isatty(fileno(stderr));
   size_t tg_bytes = (size_t)shape_nelem(tg.rank, tg.dims) * dt_size((DType)tg.dtype);
   int64_t classes = tr.g->vals[ts.logits].dims[tr.g->vals[ts.logits].rank - 1];

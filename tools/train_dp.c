@@ -45,14 +45,13 @@ static uint64_t data_sample_hash(Dataset *ds) {
 int dp_check_same_run(const Options *o, Graph *step, const CkptMeta *meta, Dataset *ds, const Sampler *sm,
                       const Sampler *es) {
   static const char *names[NFIELDS] = {
-      "the matc build or the compiled step (its plan)", "the model", "--data", "the evaluation set",
-      "--batch", "--steps", "--lr, --schedule, --warmup", "--seed, --no-shuffle", "--optimizer and its options",
-      "--eval-every", "--checkpoint-every", "--mat", "--mat-* policy options", "--clip", "--mpi-bucket-mb",
+      "the model", "--data", "the evaluation set", "--batch", "--steps", "--lr, --schedule, --warmup",
+      "--seed, --no-shuffle", "--optimizer and its options", "--eval-every", "--checkpoint-every", "--mat",
+      "--mat-* policy options", "--clip", "--mpi-bucket-mb", "the matc build or the compiled step (its plan)",
       "the step's gradient exchange"};
   Fields *mine = calloc(1, sizeof *mine);
   int n = 0;
 #define PUT(...) snprintf(mine->value[n++], FIELD, __VA_ARGS__)
-  PUT("plan %016llx", (unsigned long long)exec_plan_fingerprint(step));
   PUT("%d initializers, fingerprint %016llx", meta->ninit, (unsigned long long)meta->fingerprint);
   PUT("%lld examples (sample hash %016llx), %lld for training", (long long)data_count(ds),
       (unsigned long long)data_sample_hash(ds), (long long)sm->ntrain);
@@ -72,6 +71,7 @@ int dp_check_same_run(const Options *o, Graph *step, const CkptMeta *meta, Datas
       o->mat.beta, o->mat.patience, o->mat.reentry, o->mat.min_active);
   PUT("%g", o->clip);
   PUT("%g", o->mpi_bucket_mb);
+  PUT("plan %016llx", (unsigned long long)exec_plan_fingerprint(step));
   PUT("%d gradients in %d buckets", step->dp_plan ? step->dp_plan->ngrads : 0, dp_nbuckets());
 #undef PUT
   int ranks = dp_size();
