@@ -14,7 +14,8 @@
  *   - R, the first kernel reading r; a get kernel goes right before it:
  *     the sum across ranks is copied back. Every read must follow every
  *     write (clipping and the update read finished gradients), else the
- *     pass fails: the exchange would be in the wrong place.
+ *     pass fails: the exchange would be in the wrong place. And since a
+ *     get waits for its whole bucket, every get must follow every put.
  * Backward produces the gradients from the last layer to the first, so
  * the first buckets are summed while backward still runs; the reads are
  * all in the update, after backward.
@@ -182,6 +183,17 @@ int insert_allreduce(Graph *g) {
     site[ns++] = (Site){i, last_w, first_r};
   }
   qsort(site, ns, sizeof *site, by_writer);
+  /* Buckets group gradients in put order, and a get waits for its whole
+   * bucket: every put must come before every get (backward before the
+   * update, as build_train_step orders them). */
+  for (int j = 0; j < ns; j++)
+    if (site[j].r < site[ns - 1].w) {
+      int i = site[j].sync, r = site[j].r, w = site[ns - 1].w;
+      free(site);
+      return fail(g, -1, -1, "internal: the gradient of '%s' is read (kernel %d) before the last gradient is "
+                  "complete (kernel %d): the gradient exchange needs backward before the update",
+                  g->vals[g->sync_param[i]].name, r, w);
+    }
 
   DpGrad *gr = arena_alloc(g->arena, sizeof(DpGrad) * (ns + 1));
   for (int j = 0; j < ns; j++) {
