@@ -84,12 +84,6 @@ void dp_take_stats(DpStats *s) {
   memset(&dp.st, 0, sizeof dp.st);
 }
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* Started by an MPI launcher? Open MPI's mpirun sets OMPI_COMM_WORLD_*
  * and PMIX_RANK; MPICH's and Intel's set PMI_RANK and PMI_SIZE. */
 static int launched(void) {
@@ -105,6 +99,12 @@ static int env_size(void) {
 #ifdef MATC_HAVE_MPI
 
 enum { TAG_PING = 7001, TAG_PONG = 7002 };
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 typedef struct {
   int64_t step, seq;
@@ -337,14 +337,15 @@ static void progress(void) {
     if (flag) b->done = 1;
   }
 }
-#endif
 
+/* Is a slice's module (one of them) active? Frozen slices are not sent. */
 static int slice_active(const DpSlice *s) {
   if (s->nmods == 0 || !dp.guards) return 1;
   for (int j = 0; j < s->nmods; j++)
     if (dp.guards[s->mods[j]]) return 1;
   return 0;
 }
+#endif
 
 void matc_rt_grad_put(void **ptrs, const int64_t *p) {
 #ifdef MATC_HAVE_MPI
