@@ -79,6 +79,20 @@ def two(args, tmp, name, rc=0, prog=None):
     return run([mpirun, "-np", "2", prog or matc] + ([] if prog else ["train"]) + args, tmp, name, rc)
 
 
+def children(pid):
+    """The processes whose parent is pid (from /proc: no procps needed)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open("/proc/%s/stat" % d).read()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                out.append(int(d))
+    return sorted(out)
+
+
 def steps(path):
     return [json.loads(l) for l in open(path) if '"loss"' in l]
 
@@ -282,8 +296,7 @@ def part_failures(tmp):
     for _ in range(600):
         time.sleep(0.1)
         if os.path.exists(os.path.join(tmp, "s.jsonl")) and len(open(os.path.join(tmp, "s.jsonl")).readlines()) > 20:
-            out = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
-            ranks = [int(x) for x in out]
+            ranks = children(p.pid)
             break
     check(len(ranks) == 2, "two rank processes under mpirun (%s)" % ranks)
     stopped = max(ranks) if ranks else None
@@ -317,10 +330,10 @@ def part_failures(tmp):
         time.sleep(0.1)
         if os.path.exists(os.path.join(tmp, "k.jsonl")) and len(open(os.path.join(tmp, "k.jsonl")).readlines()) > 20:
             break
-    out = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+    out = children(p.pid)
     t0 = time.time()
     if out:
-        os.kill(int(out[-1]), signal.SIGKILL)
+        os.kill(out[-1], signal.SIGKILL)
     try:
         text = p.communicate(timeout=60)[0]
         rc = p.returncode
