@@ -487,6 +487,24 @@ void sampler_next(Sampler *s, int64_t batch, void *inputs, void *targets) {
   }
 }
 
+void sampler_next_part(Sampler *s, int64_t batch, int64_t lo, int64_t count, void *inputs, void *targets) {
+  if (!s->order || s->ntrain <= 0) return;
+  const Dataset *d = s->d;
+  unsigned char *in = inputs, *tg = targets;
+  for (int64_t b = 0; b < batch; b++) {
+    if (s->pos >= s->ntrain) {
+      s->epoch++;
+      s->pos = 0;
+      epoch_order(s);
+    }
+    int64_t idx = s->order[s->pos++];
+    if (b < lo || b >= lo + count) continue;
+    fill_example(d, idx, in ? in + (size_t)(b - lo) * d->in_bytes : NULL,
+                 tg ? tg + (size_t)(b - lo) * d->tg_bytes : NULL,
+                 mix(s->seed, SALT_MASK_TRAIN, (uint64_t)s->epoch, 0));
+  }
+}
+
 int64_t sampler_eval_batch(Sampler *s, int64_t k, int64_t batch, void *inputs, void *targets) {
   if (!s->eval_idx || batch <= 0 || k < 0 || k > s->neval / batch) return 0;
   int64_t start = k * batch;
