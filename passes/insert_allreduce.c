@@ -153,6 +153,18 @@ static int by_writer(const void *a, const void *b) {
   return x->w != y->w ? x->w - y->w : x->sync - y->sync;
 }
 
+/* A grad_put/grad_get kernel for gradient site j (its value, the node it
+ * is attributed to). */
+static void grad_kernel(Kernel *x, int ext, int node, int value, int j) {
+  x->kind = K_EXTERN;
+  x->ext_fn = ext;
+  x->node = node;
+  x->nargs = 1;
+  x->args[0] = value;
+  x->np = 1;
+  x->p[0] = j;
+}
+
 int insert_allreduce(Graph *g) {
   if (g->nsync <= 0) return MATC_OK;
   Site *site = malloc(sizeof(Site) * (g->nsync + 1));
@@ -225,29 +237,11 @@ int insert_allreduce(Graph *g) {
     return fail(g, -1, -1, "out of memory");
   }
   for (int k = 0; k < g->nkernels; k++) {
-    for (int j = 0; j < ns; j++) {
-      if (site[j].r != k) continue;
-      Kernel *x = &nk[n++];
-      x->kind = K_EXTERN;
-      x->ext_fn = EXT_grad_get;
-      x->node = g->kernels[k].node;
-      x->nargs = 1;
-      x->args[0] = gr[j].value;
-      x->np = 1;
-      x->p[0] = j;
-    }
+    for (int j = 0; j < ns; j++)
+      if (site[j].r == k) grad_kernel(&nk[n++], EXT_grad_get, g->kernels[k].node, gr[j].value, j);
     nk[n++] = g->kernels[k];
-    for (int j = 0; j < ns; j++) {
-      if (site[j].w != k) continue;
-      Kernel *x = &nk[n++];
-      x->kind = K_EXTERN;
-      x->ext_fn = EXT_grad_put;
-      x->node = g->kernels[k].node;
-      x->nargs = 1;
-      x->args[0] = gr[j].value;
-      x->np = 1;
-      x->p[0] = j;
-    }
+    for (int j = 0; j < ns; j++)
+      if (site[j].w == k) grad_kernel(&nk[n++], EXT_grad_put, g->kernels[k].node, gr[j].value, j);
   }
   free(g->kernels);
   g->kernels = nk;
