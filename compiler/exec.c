@@ -11,6 +11,7 @@ static const Pass backend_passes[] = {
     {"eliminate-dead", eliminate_dead},
     {"lower-kernels", lower_kernels},
     {"guard-kernels", guard_kernels},
+    {"insert-allreduce", insert_allreduce},
     {"fuse-elementwise", fuse_elementwise},
     {"merge-loops", merge_loops},
     {"plan-memory", plan_memory},

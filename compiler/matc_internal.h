@@ -172,6 +172,12 @@ typedef struct Graph {
   struct Module *modules; int nmodules;
   int guard_value;
   struct Guards *guards;         /* predicates of nodes and kernels, NULL if none */
+  /* Data parallel (passes/insert_allreduce.c): the trained parameters and
+   * their gradients before clipping (build_train_step), summed across
+   * ranks between backward and the update; the put/get kernels' plan. */
+  int nsync;
+  int *sync_param, *sync_grad;
+  struct DpPlan *dp_plan;
 } Graph;
 
 Graph *graph_new(const char *path);
@@ -350,7 +356,9 @@ typedef enum { R_NONE, R_SUM, R_PROD, R_MAX, R_MIN, R_ARGMAX, R_ARGMIN } ReduceK
   X(topk, matc_rt_topk) \
   X(copy, matc_rt_copy) \
   X(scatter_elements, matc_rt_scatter_elements) \
-  X(scatter_nd, matc_rt_scatter_nd)
+  X(scatter_nd, matc_rt_scatter_nd) \
+  X(grad_put, matc_rt_grad_put) /* data parallel, see runtime/dp.h */ \
+  X(grad_get, matc_rt_grad_get)
 
 enum {
 #define X(n, fn) EXT_##n,
@@ -623,6 +631,10 @@ int find_probe_sites(Graph *g, Module *m);
 typedef struct Guards Guards;
 int insert_guards(Graph *g, const TrainStep *ts, int stop_mode);
 int guard_kernels(Graph *g);
+/* Data parallel: after guard_kernels, a put kernel after the last writer
+ * of every gradient in g->sync_grad and a get kernel before its first
+ * reader, and g->dp_plan (passes/insert_allreduce.c). */
+int insert_allreduce(Graph *g);
 /* Does predicate `pred` run under these guard bytes? */
 int guard_pred_runs(const Graph *g, int pred, const uint8_t *guards);
 /* Is it a zeroing kernel's predicate (runs iff none of its modules is)? */

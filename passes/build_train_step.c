@@ -5,6 +5,9 @@
  * into the parameters and optimizer state by Assign nodes.
  *
  * Everything is graph ops, so the whole step is one compiled function.
+ * The gradients (before clipping) are recorded in g->sync_grad: in a
+ * data-parallel run the back end sums them across ranks between the last
+ * kernel writing each and the first reading it (insert_allreduce.c).
  * The learning rate and Adam's bias corrections are scalar inputs the
  * runtime sets every step (schedules live in the runtime, not the code).
  * All updated values are computed before the first Assign runs, and
@@ -199,6 +202,13 @@ int build_train_step(Graph *g, const TrainConfig *cfg, TrainStep *ts) {
   rc = autodiff(g, 1, &ts->loss, &seed, ts->nparams, ts->params, ts->grads);
   if (rc) return rc;
   ad.needs = NULL;
+  /* Data parallel: these gradients are summed across ranks before
+   * anything reads them (passes/insert_allreduce.c; a no-op on one rank). */
+  g->nsync = ts->nparams;
+  g->sync_param = arena_alloc(g->arena, sizeof(int) * (ts->nparams + 1));
+  g->sync_grad = arena_alloc(g->arena, sizeof(int) * (ts->nparams + 1));
+  memcpy(g->sync_param, ts->params, sizeof(int) * ts->nparams);
+  memcpy(g->sync_grad, ts->grads, sizeof(int) * ts->nparams);
 
   /* Global-norm clipping: g *= min(1, clip / (|g| + 1e-6)). */
   if (cfg->clip_norm > 0) {

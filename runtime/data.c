@@ -470,7 +470,7 @@ void sampler_seek(Sampler *s, int64_t epoch, int64_t pos) {
   s->pos = pos;
 }
 
-void sampler_next(Sampler *s, int64_t batch, void *inputs, void *targets) {
+void sampler_next_part(Sampler *s, int64_t batch, int64_t lo, int64_t count, void *inputs, void *targets) {
   if (!s->order || s->ntrain <= 0) return;
   const Dataset *d = s->d;
   unsigned char *in = inputs, *tg = targets;
@@ -481,10 +481,16 @@ void sampler_next(Sampler *s, int64_t batch, void *inputs, void *targets) {
       epoch_order(s);
     }
     int64_t idx = s->order[s->pos++];
-    fill_example(d, idx, in ? in + (size_t)b * d->in_bytes : NULL,
-                 tg ? tg + (size_t)b * d->tg_bytes : NULL,
+    if (b < lo || b >= lo + count) continue;
+    fill_example(d, idx, in ? in + (size_t)(b - lo) * d->in_bytes : NULL,
+                 tg ? tg + (size_t)(b - lo) * d->tg_bytes : NULL,
                  mix(s->seed, SALT_MASK_TRAIN, (uint64_t)s->epoch, 0));
   }
+}
+
+/* One process's batch: every example of the draw. */
+void sampler_next(Sampler *s, int64_t batch, void *inputs, void *targets) {
+  sampler_next_part(s, batch, 0, batch, inputs, targets);
 }
 
 int64_t sampler_eval_batch(Sampler *s, int64_t k, int64_t batch, void *inputs, void *targets) {

@@ -82,6 +82,10 @@ void sampler_free(Sampler *s);
  * next training batch; starts a new shuffled epoch when one ends. Text
  * MLM masking is drawn from the sampler's seed, so it is reproducible. */
 void sampler_next(Sampler *s, int64_t batch, void *inputs, void *targets);
+/* Data parallel: draws the next `batch` examples as sampler_next does,
+ * but fills only examples [lo, lo + count) of them (one rank's part of
+ * the global batch). */
+void sampler_next_part(Sampler *s, int64_t batch, int64_t lo, int64_t count, void *inputs, void *targets);
 /* Evaluation batch k (of ceil(neval / batch)); returns its size. */
 int64_t sampler_eval_batch(Sampler *s, int64_t k, int64_t batch, void *inputs, void *targets);
 /* Moves to position `pos` of epoch `epoch` (resuming from a checkpoint):

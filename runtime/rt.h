@@ -54,6 +54,12 @@ void matc_rt_scatter_nd(void **ptrs, const int64_t *p);
 /* memcpy: ptrs = {dst, src}, p[0] = bytes. */
 void matc_rt_copy(void **ptrs, const int64_t *p);
 
+/* Data parallel (runtime/dp.h): a gradient is complete (put: into its
+ * all-reduce bucket) or about to be read (get: the sum across ranks);
+ * ptrs = {gradient}, p[0] = its index in the bound plan. */
+void matc_rt_grad_put(void **ptrs, const int64_t *p);
+void matc_rt_grad_get(void **ptrs, const int64_t *p);
+
 /* Kernel profiling: generated code brackets kernel i with these when
  * compiled with profiling on; matc_rt_prof_get returns the nanoseconds
  * and calls accumulated for kernel i. */

@@ -215,3 +215,20 @@ matc_test(guards/switch-mini-part/adamw unit_guards exact ${MATC_SRC}/models/swi
 # trainer, fixed options, damaged trainers, bad compile arguments.
 matc_test(compile/trainer sh ${MATC_SRC}/tests/compile.sh $<TARGET_FILE:matc> ${MATC_SRC})
 matc_labels(compile/trainer compile)
+
+# Data-parallel training under mpirun (tests/mpi_train.py): -np 2 equals one
+# process with the global batch (MAT off and on), frozen modules' gradients
+# are not sent (bytes counted where they are sent), resume and resharding,
+# a stopped or killed rank and bad launches end with clear errors, and a
+# compiled trainer runs under mpirun. Without MPI in the build: matc
+# started as one of several processes says so.
+if(PYTHON3 AND MATC_MPI)
+  foreach(part equal mat resume failures compile)
+    matc_test(mpi/${part} ${PYTHON3} ${MATC_SRC}/tests/mpi_train.py $<TARGET_FILE:matc> ${MATC_SRC} ${part})
+    matc_labels(mpi/${part} mpi)
+  endforeach()
+elseif(NOT MATC_MPI)
+  matc_test(mpi/without-mpi sh -c "OMPI_COMM_WORLD_SIZE=2 OMPI_COMM_WORLD_RANK=0 $<TARGET_FILE:matc> train \
+${MATC_SRC}/models/mlp/model.onnx --data pb:${MATC_SRC}/tests/train/mlp/data --steps 1 2>&1 | grep -q 'built without MPI'")
+  matc_labels(mpi/without-mpi mpi)
+endif()

@@ -112,7 +112,8 @@ static void help(void) {
          "  --schedule constant|cosine|linear --warmup N --seed S --no-shuffle --log FILE.jsonl\n"
          "  --checkpoint DIR --checkpoint-every N --resume DIR --out TRAINED.onnx --threads N -v\n"
          "  --mat-warmup N --mat-refresh N --mat-alpha A --mat-beta B --mat-patience N\n"
-         "  --mat-min-active N --mat-ref R --mat-reentry on|off\n");
+         "  --mat-min-active N --mat-ref R --mat-reentry on|off\n"
+         "  --mpi-timeout S --mpi-bucket-mb M (under mpirun -np N: data parallel, --batch per rank)\n");
 }
 
 /* Options from argv[1..] after the compiled-in ones: argv for matc's parser. */

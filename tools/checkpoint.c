@@ -7,7 +7,8 @@
  *   u32 version (1)
  *   u32 H                       length of the text header that follows
  *   H bytes of text             "key=value\n" lines: model, fingerprint, initializers,
- *                               optimizer, step, epoch, pos, seed, ntrain, tensors
+ *                               optimizer, step, epoch, pos, seed, ntrain, tensors, batch
+ *                               (per rank), and ranks (data parallel; absent: 1)
  *   per tensor (tensors of them):
  *     u32 L, L bytes            name
  *     u32 dtype                 ONNX TensorProto.DataType code
@@ -21,6 +22,7 @@
  * killed at any point leaves the previous checkpoint intact. */
 #include "cli.h"
 #include "onnx.pb-c.h"
+#include "../runtime/dp.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -190,6 +192,12 @@ int ckpt_save(const char *dir, const CkptMeta *m, Exec *x, const int *vals, int 
                    "\nepoch=%" PRId64 "\npos=%" PRId64 "\nseed=%" PRId64 "\nntrain=%" PRId64 "\ntensors=%d\n",
                    model, m->fingerprint, m->ninit, m->optimizer, m->step, m->epoch, m->pos, m->seed,
                    m->ntrain, nvals);
+  /* The batch per rank, and for a data-parallel run how many ranks
+   * (absent: one): resuming keeps the global batch. */
+  if (m->batch > 0 && h < (int)sizeof hdr)
+    h += snprintf(hdr + h, sizeof hdr - h, "batch=%" PRId64 "\n", m->batch);
+  if (m->ranks > 1 && h < (int)sizeof hdr)
+    h += snprintf(hdr + h, sizeof hdr - h, "ranks=%" PRId64 "\n", m->ranks);
   af_write(&a, CKPT_MAGIC, 8);
   put_u32(&a, CKPT_VERSION);
   put_u32(&a, (uint32_t)h);
@@ -377,16 +385,25 @@ Ckpt *ckpt_parse(const char *path, unsigned char *buf, size_t len, char *err, si
     free(hdr);
     goto fail;
   }
-  free(hdr);
   char *end;
   m->fingerprint = strtoull(fp, &end, 16);
   fp_ok = *fp && !*end;
   if (!fp_ok || nt < 0 || nt > INT32_MAX || m->step < 0 || m->epoch < 0 || m->pos < 0 || ninit < 0 ||
       ninit > INT32_MAX) {
     errf(err, errlen, "%s: checkpoint header has a bad value", c->path);
+    free(hdr);
     goto fail;
   }
   m->ninit = (int)ninit;
+  m->ranks = 1;
+  m->batch = 0;
+  if ((hdr_get(hdr, "ranks", fp, sizeof fp) && (hdr_int(hdr, "ranks", &m->ranks) || m->ranks < 1)) ||
+      (hdr_get(hdr, "batch", fp, sizeof fp) && (hdr_int(hdr, "batch", &m->batch) || m->batch < 1))) {
+    errf(err, errlen, "%s: checkpoint header has a bad value", c->path);
+    free(hdr);
+    goto fail;
+  }
+  free(hdr);
   c->ntensors = (int)nt;
   c->first = 16 + hl;
   /* Every record must lie inside the file and end exactly at the checksum. */
@@ -412,6 +429,36 @@ Ckpt *ckpt_parse(const char *path, unsigned char *buf, size_t len, char *err, si
 fail:
   ckpt_free(c);
   return NULL;
+}
+
+/* Data parallel: rank 0 reads the file and sends its bytes to the other
+ * ranks (their machines need no copy of it); each checks them itself. */
+Ckpt *ckpt_read_dp(const char *dir, char *err, size_t errlen) {
+  if (dp_size() <= 1) return ckpt_read(dir, err, errlen);
+  Ckpt *c = NULL;
+  int64_t len = -1;
+  if (dp_rank() == 0) {
+    c = ckpt_read(dir, err, errlen);
+    if (c) len = (int64_t)c->len;
+  }
+  dp_bcast(&len, sizeof len, "sending the checkpoint (its size)");
+  if (len < 0) {
+    if (dp_rank() != 0) errf(err, errlen, "--resume %s: rank 0 could not read the checkpoint", dir);
+    return NULL;
+  }
+  if (dp_rank() == 0) {
+    dp_bcast(c->buf, c->len, "sending the checkpoint");
+    return c;
+  }
+  char path[4096];
+  ckpt_path(dir, path, sizeof path);
+  unsigned char *buf = malloc(len ? (size_t)len : 1);
+  if (!buf) {
+    fprintf(stderr, "matc: rank %d: out of memory for a %lld-byte checkpoint\n", dp_rank(), (long long)len);
+    dp_abort(1);
+  }
+  dp_bcast(buf, (size_t)len, "sending the checkpoint");
+  return ckpt_parse(path, buf, (size_t)len, err, errlen);
 }
 
 int ckpt_check_model(const Ckpt *c, const CkptMeta *want, char *err, size_t errlen) {

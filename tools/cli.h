@@ -3,6 +3,7 @@
 #define MATC_CLI_H
 
 #include "../compiler/exec.h"
+#include "../runtime/data.h"
 #include "../runtime/mat.h"
 
 #define EXIT_UNSUPPORTED 77
@@ -27,6 +28,9 @@ typedef struct {
   int mat_on, mat_stop;           /* --mat on|off, --mat-mode weights|stop */
   MatOptions mat;                 /* --mat-warmup, --mat-refresh, --mat-alpha, ... */
   int64_t mat_probe_samples;      /* --mat-probe-samples */
+  /* train: data parallel over MPI (runtime/dp.h) */
+  double mpi_timeout;             /* --mpi-timeout SECONDS */
+  double mpi_bucket_mb;           /* --mpi-bucket-mb MB */
   /* compile (tools/aot_compile.c): -o TRAINER, --target-cpu native|generic|CPU;
    * compile_only: cmd_train builds every graph, then returns */
   const char *output, *target_cpu;
@@ -49,6 +53,8 @@ typedef struct {
   uint64_t fingerprint;           /* of the model's initializer names, types and shapes */
   int ninit;
   int64_t step, epoch, pos, seed, ntrain;
+  int64_t ranks;                  /* data-parallel ranks that wrote it (1 without MPI) */
+  int64_t batch;                  /* --batch (per rank); 0: not recorded */
 } CkptMeta;
 typedef struct Ckpt Ckpt;
 uint64_t model_fingerprint(const Graph *g, int *ninit);   /* over its V_PARAM values */
@@ -61,6 +67,8 @@ Ckpt *ckpt_read(const char *dir, char *err, size_t errlen);
 /* The same on a checkpoint already in memory (takes buf, malloc'd; path
  * names it in errors). */
 Ckpt *ckpt_parse(const char *path, unsigned char *buf, size_t len, char *err, size_t errlen);
+/* The same on every data-parallel rank: rank 0 reads, the others receive. */
+Ckpt *ckpt_read_dp(const char *dir, char *err, size_t errlen);
 const CkptMeta *ckpt_meta(const Ckpt *c);
 const char *ckpt_file(const Ckpt *c);
 int ckpt_check_model(const Ckpt *c, const CkptMeta *want, char *err, size_t errlen);
@@ -75,6 +83,12 @@ int write_trained_onnx(const char *orig, const char *out, Exec *x, const int *va
 void print_modules_text(Graph *g, const Options *o, FILE *f);
 void print_modules_json(Graph *g, const Options *o, FILE *f);
 void print_modules_dot(Graph *g, FILE *f);
+
+/* Data parallel (tools/train_dp.c): does every rank run the same training
+ * (matc and compiled step, model, data, options)? 0 when they do; else
+ * rank 0 names the first difference. Every rank must call it. */
+int dp_check_same_run(const Options *o, Graph *step, const CkptMeta *meta, Dataset *ds, const Sampler *sm,
+                      const Sampler *es);
 
 int cmd_gradcheck(Options *o);
 int cmd_train(Options *o);

@@ -7,8 +7,12 @@
  * module's lambda_max and trace; the policy (runtime/mat_policy.c) turns
  * them into guard bytes, which the compiled step reads: a frozen module's
  * backward and optimizer work is skipped with no recompilation. The
- * executed FLOPs of a step are counted for the guards it ran with. */
+ * executed FLOPs of a step are counted for the guards it ran with. In a
+ * data-parallel run rank 0 probes and sends the eigenvalues to the other
+ * ranks, which run the same policy on them: every rank holds the same
+ * active set (and a frozen module's gradient is sent by none). */
 #include "mat_train.h"
+#include "../runtime/dp.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -92,11 +96,34 @@ int mat_before_step(MatRun *m, int64_t step, char *logbuf, size_t len) {
   m->probe_flops = 0;
   if (!mat_policy_probe_due(m->pol, step)) return 0;
   double t0 = now_ms();
-  if (probe_run(m->probe, m->probe_in, m->probe_tg, m->lambda, m->trace, &m->lambda_all, &m->trace_all,
-                &m->probe_flops)) {
+  /* Data parallel: rank 0 probes and sends the eigenvalues; every rank
+   * then runs the same policy on the same numbers, so all hold the same
+   * active set (checked below). */
+  int failed = 0;
+  if (dp_rank() == 0 && probe_run(m->probe, m->probe_in, m->probe_tg, m->lambda, m->trace, &m->lambda_all,
+                                  &m->trace_all, &m->probe_flops)) {
     fprintf(stderr, "\nmatc: step %lld: %s\n", (long long)step + 1, probe_error(m->probe));
-    return 1;
+    failed = 1;
   }
+  if (dp_size() > 1) {
+    int n = m->n;
+    double *b = malloc(sizeof(double) * (2 * (size_t)n + 4));
+    b[0] = failed;
+    memcpy(b + 1, m->lambda, sizeof(double) * n);
+    memcpy(b + 1 + n, m->trace, sizeof(double) * n);
+    b[1 + 2 * n] = m->lambda_all;
+    b[2 + 2 * n] = m->trace_all;
+    b[3 + 2 * n] = m->probe_flops;
+    dp_bcast(b, sizeof(double) * (2 * (size_t)n + 4), "the MAT probe's eigenvalues (rank 0 probes)");
+    failed = b[0] != 0;
+    memcpy(m->lambda, b + 1, sizeof(double) * n);
+    memcpy(m->trace, b + 1 + n, sizeof(double) * n);
+    m->lambda_all = b[1 + 2 * n];
+    m->trace_all = b[2 + 2 * n];
+    m->probe_flops = b[3 + 2 * n];
+    free(b);
+  }
+  if (failed) return 1;
   m->probe_ms_total += now_ms() - t0;
   m->probe_flops_total += m->probe_flops;
   m->nprobes++;
@@ -105,6 +132,19 @@ int mat_before_step(MatRun *m, int64_t step, char *logbuf, size_t len) {
    * embedding, a norm given as a module) is never frozen on a zero. */
   for (int k = 0; k < m->n; k++)
     if (m->train->modules[k].nsites == 0) m->guards[k] = 1;
+  if (dp_size() > 1) {
+    /* The same active set on every rank: a hash of the guard bytes, whose
+     * largest and smallest over the ranks must agree. */
+    uint64_t h = 14695981039346656037ull;
+    for (int k = 0; k < m->n; k++) h = (h ^ (m->guards[k] != 0)) * 1099511628211ull;
+    int64_t mine = (int64_t)(h >> 1), v[2] = {mine, -mine};
+    dp_allreduce_i64(v, 2, DP_MAX, "the check of MAT's active set");
+    if (v[0] != mine || -v[1] != mine) {
+      fprintf(stderr, "\nmatc: step %lld: rank %d's MAT active set differs from another rank's (the ranks run "
+              "different policy options?)\n", (long long)step + 1, dp_rank());
+      return 1;
+    }
+  }
   m->step_flops = kernels_flops_guarded(m->train, m->guards);
   /* The probe keys of DESIGN.md's metrics log, for this step's line. */
   size_t n = 0;

@@ -36,6 +36,7 @@ static const char *usage_text =
     "      [--freeze NAME,NAME...]              initializers that are buffers, not parameters\n"
     "      [--freeze-bn]                        BatchNormalization keeps its stored statistics\n"
     "      [--checkpoint DIR] [--checkpoint-every N] [--resume DIR] [--out TRAINED.onnx]\n"
+    "      [--mpi-timeout S] [--mpi-bucket-mb M] under mpirun: data parallel, --batch per rank\n"
     "  compile MODEL -o TRAINER --data SPEC    a native trainer (no LLVM needed to run it)\n"
     "      [--target-cpu native|generic]        that takes train's options; those that\n"
     "      [train's options]                    change the graph are fixed (README)\n"
@@ -93,6 +94,8 @@ static int parse_args(int argc, char **argv, Options *o) {
   o->schedule = "constant";
   mat_options_default(&o->mat);
   o->mat_probe_samples = 16;
+  o->mpi_timeout = 300;
+  o->mpi_bucket_mb = 2;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *next = i + 1 < argc ? argv[i + 1] : NULL;
@@ -135,6 +138,18 @@ static int parse_args(int argc, char **argv, Options *o) {
     else if (strcmp(a, "--partition") == 0) { NEEDARG(); o->partition = next; }
     else if (strcmp(a, "--others-as-modules") == 0) o->others_as_modules = 1;
     else if (strncmp(a, "--mat", 5) == 0) { NEEDARG(); if (parse_mat_option(o, a, next)) return 2; }
+    else if (strcmp(a, "--mpi-timeout") == 0 || strcmp(a, "--mpi-bucket-mb") == 0) {
+      NEEDARG();
+      char *end;
+      double d = strtod(next, &end);
+      if (*end || !(d > 0) || d > 1e9) {
+        fprintf(stderr, "matc: %s %s: needs a positive number (%s)\n", a, next,
+                a[6] == 't' ? "seconds" : "megabytes");
+        return 2;
+      }
+      if (a[6] == 't') o->mpi_timeout = d;
+      else o->mpi_bucket_mb = d;
+    }
     else if (strcmp(a, "-v") == 0) o->verbose = 1;
     else if (strcmp(a, "-o") == 0) { NEEDARG(); o->output = next; }
     else if (strcmp(a, "--target-cpu") == 0) { NEEDARG(); o->target_cpu = next; }

@@ -7,7 +7,7 @@ set -e
 cd "$(dirname "$0")/.."
 pkgs="cmake make gcc libc6-dev llvm-19-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev
       libonnx-testdata libopenblas-dev zlib1g-dev python3 dataset-fashion-mnist fortunes
-      clang libclang-rt-dev $*"
+      openmpi-bin libopenmpi-dev clang libclang-rt-dev $*"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

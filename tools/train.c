@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "mat_train.h"
 #include "../runtime/data.h"
+#include "../runtime/dp.h"
 #include "../runtime/rt.h"
 
 #include <errno.h>
@@ -28,6 +29,7 @@ static int load_model(Options *o, const DataShape *in, Compiled *c) {
   memset(c, 0, sizeof *c);
   c->g = graph_new(o->model);
   c->g->dump_after = o->dump_after;
+  c->g->profile = getenv("MATC_PROFILE") && *getenv("MATC_PROFILE") == '1';
   int rc = import_onnx(c->g, o->model);
   if (rc) return report(c->g, rc);
   if (c->g->ninputs < 1) {
@@ -206,8 +208,23 @@ static void on_signal(int sig) {
   stop_signal = sig;
 }
 
+/* Data parallel (runtime/dp.h): this rank's share of the global batch's
+ * loss. Cross-entropy over class targets averages over the valid targets
+ * (not -100), so a rank weighs by how many it holds; any other loss
+ * averages over equal parts: 1 / ranks. */
+static double local_count(const TrainStep *ts, DType dt, const void *tgt, int64_t n, int64_t batch) {
+  if (ts->loss == ts->logits || (dt != DT_I64 && dt != DT_I32)) return (double)batch;
+  int64_t c = 0;
+  for (int64_t i = 0; i < n; i++) {
+    int64_t t = dt == DT_I64 ? ((const int64_t *)tgt)[i] : ((const int32_t *)tgt)[i];
+    c += t != -100;
+  }
+  return (double)c;
+}
+
+static int train(Options *o, int *together);
+
 int cmd_train(Options *o) {
-  char err[4096];
   if (!o->data) {
     fprintf(stderr, "matc: train needs --data SPEC (see README: idx:DIR, text:PATH:mlm:SEQ, npy:..., pb:DIR)\n");
     return 2;
@@ -217,7 +234,37 @@ int cmd_train(Options *o) {
     return 2;
   }
   if (o->batch <= 0) o->batch = 32;
-  if (o->out) {
+  /* Under mpirun: one rank of a data-parallel run (matc compile builds
+   * the graphs only: no MPI). */
+  if (!o->compile_only) {
+    char err[1024];
+    if (dp_init(err, sizeof err)) {
+      fprintf(stderr, "matc: %s\n", err);
+      return 1;
+    }
+    /* Until every rank has built its graphs (machines compile at their
+     * own speed) the ranks wait for each other at least 10 minutes. */
+    dp_set_timeout(o->mpi_timeout > 600 ? o->mpi_timeout : 600);
+    if (dp_size() > 1 && o->threads <= 0) {
+      /* The machine's cores shared by the ranks on it. */
+      long c = sysconf(_SC_NPROCESSORS_ONLN) / dp_local_size();
+      matc_rt_set_threads(c < 1 ? 1 : (int)c);
+    }
+  }
+  /* Set-up errors may be one rank's own (a file missing on its machine):
+   * they end the job. Errors in the loop are met by all ranks together
+   * (the per-step agreements), and so is the end. */
+  int together = 0;
+  int status = train(o, &together);
+  if (together || status == 0) return dp_finish(status);
+  dp_abort(status);
+  return status;
+}
+
+static int train(Options *o, int *together) {
+  char err[4096];
+  int ranks = dp_size(), rank = dp_rank(), lead = rank == 0;
+  if (o->out && lead) {
     /* Fail now, not after training, when --out cannot be written. */
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", o->out);
@@ -226,21 +273,48 @@ int cmd_train(Options *o) {
       return 1;
     }
   }
-  /* The checkpoint first: a missing or damaged one fails before any work. */
+  /* The checkpoint first: a missing or damaged one fails before any work.
+   * With several ranks, rank 0 reads it and sends it to the others. */
   Ckpt *ck = NULL;
   if (o->resume) {
-    ck = ckpt_read(o->resume, err, sizeof err);
+    ck = ckpt_read_dp(o->resume, err, sizeof err);
     if (!ck) {
-      fprintf(stderr, "matc: %s\n", err);
+      if (lead) fprintf(stderr, "matc: %s\n", err);
+      *together = 1;                    /* every rank knows */
       return 1;
     }
     const CkptMeta *m = ckpt_meta(ck);
-    if (o->seed_set && o->seed != m->seed)
+    /* Resuming keeps the global batch (ranks x --batch); it may be split
+     * over another number of ranks. */
+    if (m->ranks != ranks && !(m->batch > 0 && m->ranks * m->batch == ranks * o->batch)) {
+      if (lead) {
+        fprintf(stderr, "matc: %s: the checkpoint was written by a run of %lld rank%s", ckpt_file(ck),
+                (long long)m->ranks, m->ranks == 1 ? "" : "s");
+        int64_t gb = m->ranks * m->batch;
+        if (m->batch > 0)
+          fprintf(stderr, " with a global batch of %lld (%lld x --batch %lld), this run's is %lld (%d x --batch "
+                  "%lld): resume with ranks x --batch = %lld (e.g. %d rank%s with --batch %lld)\n", (long long)gb,
+                  (long long)m->ranks, (long long)m->batch, (long long)(ranks * o->batch), ranks, (long long)o->batch,
+                  (long long)gb, gb % ranks ? (int)m->ranks : ranks,
+                  (gb % ranks ? m->ranks : ranks) == 1 ? "" : "s", (long long)(gb % ranks ? m->batch : gb / ranks));
+        else
+          fprintf(stderr, ", this run has %d: resume with %lld rank%s\n", ranks, (long long)m->ranks,
+                  m->ranks == 1 ? "" : "s");
+      }
+      ckpt_free(ck);
+      *together = 1;
+      return 1;
+    }
+    if (m->ranks != ranks && lead)
+      fprintf(stderr, "matc: the checkpoint was written by %lld rank%s, this run has %d: the global batch of %lld "
+              "is kept, split %d x %lld\n", (long long)m->ranks, m->ranks == 1 ? "" : "s", ranks,
+              (long long)(ranks * o->batch), ranks, (long long)o->batch);
+    if (o->seed_set && o->seed != m->seed && lead)
       fprintf(stderr, "matc: --seed %lld ignored: resuming with the checkpoint's seed %lld\n", (long long)o->seed,
               (long long)m->seed);
     o->seed = m->seed;
   }
-  if (o->checkpoint && ckpt_prepare_dir(o->checkpoint, err, sizeof err)) {
+  if (o->checkpoint && lead && ckpt_prepare_dir(o->checkpoint, err, sizeof err)) {
     fprintf(stderr, "matc: %s\n", err);
     ckpt_free(ck);
     return 1;
@@ -281,7 +355,8 @@ int cmd_train(Options *o) {
   MatRun mr;
   memset(&mr, 0, sizeof mr);
   char *probe_keys = NULL, *snapshot = NULL;
-  int *saved = NULL, nsaved = 0;
+  int *saved = NULL, nsaved = 0, *bnv = NULL, nbn = 0;
+  float *bnbuf = NULL;
   int64_t start = 0;
   FILE *log = NULL;
   struct sigaction sa, old_int, old_term;
@@ -294,6 +369,8 @@ int cmd_train(Options *o) {
   meta.fingerprint = model_fingerprint(tr.g, &meta.ninit);
   meta.seed = o->seed;
   meta.ntrain = sm.ntrain;
+  meta.ranks = ranks;
+  meta.batch = o->batch;
   if (ck && ckpt_check_model(ck, &meta, err, sizeof err)) {
     fprintf(stderr, "matc: %s\n", err);
     goto done;
@@ -340,6 +417,12 @@ int cmd_train(Options *o) {
   }
   if (!rc) rc = exec_new(tr.g, &tr.x);
   if (rc) { status = report(tr.g, rc); goto done; }
+  /* Data parallel: the step's put/get kernels exchange through buckets. */
+  if (dp_bind(tr.g->dp_plan, tr.g->guard_value >= 0 ? tr.x->bufs[tr.g->guard_value] : NULL,
+              (int64_t)(o->mpi_bucket_mb * 1048576))) {
+    fprintf(stderr, "matc: out of memory for the gradient all-reduce buckets\n");
+    goto done;
+  }
   /* The evaluation graph reads the training graph's parameters. */
   if (load_model(o, &in, &ev)) goto done;
   if (o->mat_on) {
@@ -365,6 +448,19 @@ int cmd_train(Options *o) {
     saved[nsaved++] = tr.g->guard_value;   /* MAT: the active set and the policy's state */
     saved[nsaved++] = mat_state;
   }
+  /* BatchNormalization's running statistics (the state that is also an
+   * initializer): each rank's come from its own batch, so with several
+   * ranks they are averaged after every step and stay the same on all. */
+  bnv = calloc((size_t)ts.nstate + 1, sizeof(int));
+  int64_t bn_elems = 0;
+  for (int i = 0; i < ts.nstate; i++) {
+    int e = graph_find_value(ev.g, tr.g->vals[ts.state[i]].name);
+    if (e >= 0 && ev.g->vals[e].kind == V_PARAM) {
+      bnv[nbn++] = ts.state[i];
+      if (tr.g->vals[ts.state[i]].dt == DT_F32) bn_elems += value_nelem(&tr.g->vals[ts.state[i]]);
+    }
+  }
+  if (ranks > 1 && bn_elems) bnbuf = malloc(sizeof(float) * (size_t)bn_elems);
   if (ck) {
     if (ckpt_restore(ck, tr.x, saved, nsaved, err, sizeof err)) {
       fprintf(stderr, "matc: %s\n", err);
@@ -374,32 +470,49 @@ int cmd_train(Options *o) {
       fprintf(stderr, "matc: %s: its MAT state is for another partition\n", ckpt_file(ck));
       goto done;
     }
-    fprintf(stderr, "matc: resuming from %s at step %lld (epoch %lld, example %lld)\n", ckpt_file(ck),
-            (long long)start, (long long)ckpt_meta(ck)->epoch, (long long)ckpt_meta(ck)->pos);
+    if (lead)
+      fprintf(stderr, "matc: resuming from %s at step %lld (epoch %lld, example %lld)\n", ckpt_file(ck),
+              (long long)start, (long long)ckpt_meta(ck)->epoch, (long long)ckpt_meta(ck)->pos);
     ckpt_free(ck);
     ck = NULL;
   }
+  /* Every rank must run the same training on the same data: the last
+   * check of the set-up, and the first step where all ranks meet. */
+  if (ranks > 1 && dp_check_same_run(o, tr.g, &meta, ds, &sm, es)) {
+    *together = 1;
+    goto done;
+  }
 
   /* A resumed run appends to its log. */
-  log = o->log ? fopen(o->log, o->resume ? "a" : "w") : NULL;
-  if (o->log && !log) {
+  log = o->log && lead ? fopen(o->log, o->resume ? "a" : "w") : NULL;
+  if (o->log && lead && !log) {
     fprintf(stderr, "matc: %s: cannot write the log\n", o->log);
     goto done;
   }
-  int tty = isatty(fileno(stderr));
-  size_t in_bytes = (size_t)shape_nelem(in.rank, in.dims) * dt_size((DType)in.dtype);
+  /* From here on every rank leaves the loop at the same step. */
+  *together = 1;
+  dp_set_timeout(o->mpi_timeout > 0 ? o->mpi_timeout : 300);
+  int tty = lead && isatty(fileno(stderr));
   size_t tg_bytes = (size_t)shape_nelem(tg.rank, tg.dims) * dt_size((DType)tg.dtype);
   int64_t classes = tr.g->vals[ts.logits].dims[tr.g->vals[ts.logits].rank - 1];
   int64_t tg_elems = shape_nelem(tg.rank, tg.dims);
-  fprintf(stderr, "matc: training %s: %lld parameters in %d tensors, %s, batch %lld, %lld steps; "
-          "%lld training / %lld evaluation examples\n", o->model, (long long)ts.nparam_elems, ts.nparams,
-          o->optimizer, (long long)o->batch, (long long)o->steps, (long long)sm.ntrain, (long long)es->neval);
+  if (lead) {
+    fprintf(stderr, "matc: training %s: %lld parameters in %d tensors, %s, batch %lld, %lld steps; "
+            "%lld training / %lld evaluation examples\n", o->model, (long long)ts.nparam_elems, ts.nparams,
+            o->optimizer, (long long)o->batch, (long long)o->steps, (long long)sm.ntrain, (long long)es->neval);
+    if (ranks > 1)
+      fprintf(stderr, "matc: data parallel over %d ranks (%s%s): global batch %lld = %d x %lld; gradients summed "
+              "in %d bucket%s of up to %g MB; --mpi-timeout %g s\n", ranks, dp_host(0),
+              strcmp(dp_host(0), dp_host(ranks - 1)) ? " and others" : "", (long long)(ranks * o->batch), ranks,
+              (long long)o->batch, dp_nbuckets(), dp_nbuckets() == 1 ? "" : "s", o->mpi_bucket_mb, dp_timeout());
+  }
   double t_start = now_ms(), last_loss = 0, total_flops = 0, best_acc = -1, best_eval_loss = INFINITY;
   /* Operations one step executes (GEMMs 2MNK plus generated loops, as
    * kernels_flops counts them), and what a step with every module active
-   * costs. Without MAT the two are equal. */
-  double full_flops = mr.on ? mr.full_flops : kernels_flops(tr.g), step_flops = full_flops;
-  double total_full = 0;
+   * costs. Without MAT the two are equal. With several ranks: all ranks'
+   * work (the probe runs on rank 0 only). */
+  double full_flops = ranks * (mr.on ? mr.full_flops : kernels_flops(tr.g)), step_flops = full_flops;
+  double total_full = 0, comm_sent = 0, comm_saved = 0, comm_ms = 0;
   int nmodules = mr.on ? mr.n : 0, nactive = nmodules;
   if (mr.on) probe_keys = malloc(1 << 16);
   size_t param_bytes = 0;
@@ -408,7 +521,7 @@ int cmd_train(Options *o) {
   snapshot = malloc(param_bytes + 1);
   int64_t eval_every = o->eval_every > 0 ? o->eval_every : o->steps;
   int64_t saved_step = -1;
-  if (start >= o->steps)
+  if (start >= o->steps && lead)
     fprintf(stderr, "matc: the checkpoint is at step %lld, --steps is %lld: nothing to train\n", (long long)start,
             (long long)o->steps);
   memset(&sa, 0, sizeof sa);
@@ -419,17 +532,38 @@ int cmd_train(Options *o) {
   sigaction(SIGTERM, &sa, &old_term);
   handlers = 1;
   for (int64_t step = start; step < o->steps; step++) {
-    sampler_next(&sm, o->batch, tr.x->bufs[tr.input], tr.x->bufs[ts.target]);
-    if (check_targets(o, (DType)tg.dtype, tr.x->bufs[ts.target], o->batch * tg_elems, classes, step + 1, "training"))
+    double weight = 1;                 /* this rank's share of the loss */
+    dp_set_step(step + 1);
+    /* Rank r's part of the global batch: examples [r B, (r+1) B). */
+    if (ranks > 1)
+      sampler_next_part(&sm, ranks * o->batch, rank * o->batch, o->batch, tr.x->bufs[tr.input],
+                        tr.x->bufs[ts.target]);
+    else
+      sampler_next(&sm, o->batch, tr.x->bufs[tr.input], tr.x->bufs[ts.target]);
+    int bad = check_targets(o, (DType)tg.dtype, tr.x->bufs[ts.target], o->batch * tg_elems, classes, step + 1,
+                            "training");
+    if (ranks > 1) {
+      /* Every rank learns whether a batch was bad, and its share of the loss. */
+      double mine = local_count(&ts, (DType)tg.dtype, tr.x->bufs[ts.target], o->batch * tg_elems, o->batch);
+      double v[2] = {bad, mine};
+      dp_allreduce_f64(v, 2, DP_SUM, "the agreement before the step (targets)");
+      if (v[0] > 0) goto done_log;
+      weight = v[1] > 0 ? mine / v[1] : 0;
+      dp_set_weight(weight);
+    } else if (bad) {
       goto done_log;
+    }
     double lr = schedule(o, step);
     set_scalar(tr.x, ts.lr, lr);
     set_scalar(tr.x, ts.bc1, 1 - pow(0.9, (double)(step + 1)));
     set_scalar(tr.x, ts.bc2, 1 - pow(0.999, (double)(step + 1)));
-    if (tr.g->rng_seed1) *(int64_t *)tr.x->bufs[tr.g->rng_seed1 - 1] = o->seed * 1000003 + step;
+    /* Dropout: new masks every step, and another stream on every rank. */
+    if (tr.g->rng_seed1)
+      *(int64_t *)tr.x->bufs[tr.g->rng_seed1 - 1] =
+          (int64_t)((uint64_t)o->seed * 1000003u + (uint64_t)step + (uint64_t)rank * 0x9E3779B97F4A7C15ull);
     if (mr.on) {
       if (mat_before_step(&mr, step, probe_keys, 1 << 16)) goto done_log;
-      step_flops = mr.step_flops + mr.probe_flops;
+      step_flops = ranks * mr.step_flops + mr.probe_flops;
       nactive = mat_active(&mr);
     }
     /* The parameters before the step, to diagnose a non-finite loss. */
@@ -442,49 +576,98 @@ int cmd_train(Options *o) {
     exec_run(tr.x);
     double ms = now_ms() - s0;
     double loss = get_scalar(tr.x, ts.loss);
-    if (!isfinite(loss)) {
-      fprintf(stderr, "\nmatc: step %lld: the loss is %g; stopping (lower --lr, or --clip)\n",
-              (long long)step + 1, loss);
-      for (int i = 0, off = 0; i < ts.nparams; i++) {
-        size_t b = (size_t)value_nelem(&tr.g->vals[ts.params[i]]) * dt_size(tr.g->vals[ts.params[i]].dt);
-        memcpy(tr.x->bufs[ts.params[i]], snapshot + off, b);
-        off += b;
+    DpStats cs = {0};
+    if (ranks > 1) {
+      dp_take_stats(&cs);
+      comm_sent += cs.sent;
+      comm_saved += cs.saved;
+      comm_ms += cs.wait_ms;
+      if (bnbuf) {
+        /* The ranks' BatchNormalization statistics, averaged. */
+        int64_t at = 0;
+        for (int i = 0; i < nbn; i++) {
+          if (tr.g->vals[bnv[i]].dt != DT_F32) continue;
+          int64_t ne = value_nelem(&tr.g->vals[bnv[i]]);
+          memcpy(bnbuf + at, tr.x->bufs[bnv[i]], sizeof(float) * ne);
+          at += ne;
+        }
+        dp_sum_f32(bnbuf, at, "averaging BatchNormalization statistics");
+        at = 0;
+        for (int i = 0; i < nbn; i++) {
+          if (tr.g->vals[bnv[i]].dt != DT_F32) continue;
+          int64_t ne = value_nelem(&tr.g->vals[bnv[i]]);
+          float *d = tr.x->bufs[bnv[i]];
+          for (int64_t e = 0; e < ne; e++) d[e] = bnbuf[at + e] / ranks;
+          at += ne;
+        }
       }
-      find_nonfinite(tr.g, tr.x, stderr);
-      if (saved_step >= 0 || o->resume)
-        fprintf(stderr, "matc: the last checkpoint (%s/checkpoint.matc, step %lld) is kept\n",
-                o->checkpoint ? o->checkpoint : o->resume, (long long)(saved_step >= 0 ? saved_step : start));
+      /* The global loss, and whether some rank was interrupted. */
+      double v[2] = {weight == 0 ? 0 : loss * weight, stop_signal};
+      dp_allreduce_f64(v, 2, DP_SUM, "the agreement after the step (loss)");
+      loss = v[0];
+      if (v[1] > 0 && !stop_signal) stop_signal = SIGINT;
+    }
+    if (!isfinite(loss)) {
+      if (lead) {
+        fprintf(stderr, "\nmatc: step %lld: the loss is %g; stopping (lower --lr, or --clip)\n",
+                (long long)step + 1, loss);
+        for (int i = 0, off = 0; i < ts.nparams; i++) {
+          size_t b = (size_t)value_nelem(&tr.g->vals[ts.params[i]]) * dt_size(tr.g->vals[ts.params[i]].dt);
+          memcpy(tr.x->bufs[ts.params[i]], snapshot + off, b);
+          off += b;
+        }
+        dp_suspend(1);                 /* the rerun is this rank's alone */
+        find_nonfinite(tr.g, tr.x, stderr);
+        dp_suspend(0);
+        if (saved_step >= 0 || o->resume)
+          fprintf(stderr, "matc: the last checkpoint (%s/checkpoint.matc, step %lld) is kept\n",
+                  o->checkpoint ? o->checkpoint : o->resume, (long long)(saved_step >= 0 ? saved_step : start));
+      }
       goto done_log;
     }
     last_loss = loss;
     total_flops += step_flops;
     total_full += full_flops;
     if (mr.on) mat_after_step(&mr);
-    if (log)
+    if (log) {
       fprintf(log, "{\"step\":%lld,\"loss\":%.6g,\"ms\":%.3f,\"lr\":%.6g,\"flops\":%.10g,\"flops_full\":%.10g,"
-              "\"active\":%d,\"modules\":%d%s}\n", (long long)step + 1, loss, ms, lr, step_flops, full_flops,
-              nactive, nmodules, mr.on ? probe_keys : "");
-    progress(tty, step + 1 - start, o->steps - start, step + 1, o->steps, loss, now_ms() - t_start);
+              "\"active\":%d,\"modules\":%d", (long long)step + 1, loss, ms, lr, step_flops, full_flops, nactive,
+              nmodules);
+      if (ranks > 1)
+        fprintf(log, ",\"ranks\":%d,\"comm_bytes\":%.0f,\"comm_saved\":%.0f,\"comm_ms\":%.3f", ranks, cs.sent,
+                cs.saved, cs.wait_ms);
+      fprintf(log, "%s}\n", mr.on ? probe_keys : "");
+    }
+    if (lead) progress(tty, step + 1 - start, o->steps - start, step + 1, o->steps, loss, now_ms() - t_start);
     if ((step + 1) % eval_every == 0 && es->neval > 0 && !dt_is_float((DType)tg.dtype)) {
-      double el = 0;
+      /* Rank r evaluates batches r, r + ranks, ...; the sums are added up. */
+      double sums[4] = {0, 0, 0, 0};           /* loss, correct, count, bad */
       int64_t correct = 0, count = 0;
       void *tgt = malloc(tg_bytes * o->batch);
-      for (int64_t k = 0;; k++) {
+      for (int64_t k = rank;; k += ranks) {
         int64_t n = sampler_eval_batch(es, k, o->batch, ev.x->bufs[ev.input], tgt);
         if (n <= 0) break;
         if (check_targets(o, (DType)tg.dtype, tgt, n * tg_elems, classes, step + 1, "evaluation")) {
-          free(tgt);
-          goto done_log;
+          sums[3] = 1;
+          break;
         }
         exec_run(ev.x);
-        score(ev.x->bufs[ev.g->outputs[0]], tgt, n, shape_nelem(tg.rank, tg.dims), classes, &el, &correct, &count);
+        score(ev.x->bufs[ev.g->outputs[0]], tgt, n, shape_nelem(tg.rank, tg.dims), classes, &sums[0], &correct,
+              &count);
       }
       free(tgt);
-      (void)in_bytes;
+      sums[1] = (double)correct;
+      sums[2] = (double)count;
+      dp_allreduce_f64(sums, 4, DP_SUM, "adding up the evaluation");
+      if (sums[3] > 0) goto done_log;
+      double el = sums[0];
+      correct = (int64_t)sums[1];
+      count = (int64_t)sums[2];
       double acc = count ? (double)correct / count : 0;
       if (tty) fputc('\n', stderr);
-      fprintf(stderr, "eval at step %lld: loss %.4f, accuracy %.2f%% (%lld targets)\n", (long long)step + 1,
-              count ? el / count : 0, 100 * acc, (long long)count);
+      if (lead)
+        fprintf(stderr, "eval at step %lld: loss %.4f, accuracy %.2f%% (%lld targets)\n", (long long)step + 1,
+                count ? el / count : 0, 100 * acc, (long long)count);
       if (count && acc > best_acc) best_acc = acc;
       if (count && el / count < best_eval_loss) best_eval_loss = el / count;
       if (log) fprintf(log, "{\"step\":%lld,\"eval_loss\":%.6g,\"eval_acc\":%.6g}\n", (long long)step + 1,
@@ -497,55 +680,65 @@ int cmd_train(Options *o) {
       meta.epoch = sm.epoch;
       meta.pos = sm.pos;
       if (mr.on) mat_policy_save(mr.pol, tr.x->bufs[mat_state]);
-      if (ckpt_save(o->checkpoint, &meta, tr.x, saved, nsaved, err, sizeof err)) {
+      /* Rank 0 writes; every rank learns whether it could. */
+      double ok = 1;
+      if (lead && ckpt_save(o->checkpoint, &meta, tr.x, saved, nsaved, err, sizeof err)) {
         if (tty) fputc('\n', stderr);
         fprintf(stderr, "matc: step %lld: cannot write the checkpoint: %s\n", (long long)done_steps, err);
-        goto done_log;
+        ok = 0;
       }
+      dp_allreduce_f64(&ok, 1, DP_MIN, "the checkpoint's agreement");
+      if (!ok) goto done_log;
       saved_step = done_steps;
     }
     if (stop_signal) {
       if (tty) fputc('\n', stderr);
-      fprintf(stderr, "matc: interrupted (%s) after step %lld", stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
-              (long long)done_steps);
-      if (o->checkpoint)
-        fprintf(stderr, "; checkpoint written to %s/checkpoint.matc (continue with --resume %s)\n",
-                o->checkpoint, o->checkpoint);
-      else
-        fprintf(stderr, "; no --checkpoint given, nothing saved\n");
+      if (lead) {
+        fprintf(stderr, "matc: interrupted (%s) after step %lld", stop_signal == SIGINT ? "SIGINT" : "SIGTERM",
+                (long long)done_steps);
+        if (o->checkpoint)
+          fprintf(stderr, "; checkpoint written to %s/checkpoint.matc (continue with --resume %s)\n",
+                  o->checkpoint, o->checkpoint);
+        else
+          fprintf(stderr, "; no --checkpoint given, nothing saved\n");
+      }
       status = 128 + stop_signal;
       goto done_log;
     }
   }
   if (tty) fputc('\n', stderr);
-  if (start < o->steps) {
+  if (start < o->steps && lead) {
     double secs = (now_ms() - t_start) / 1000;
     fprintf(stderr, "matc: done: %lld steps in %.1f s (%.2f steps/s, %.1f GFLOP/s), final training loss %.4f\n",
             (long long)(o->steps - start), secs, (o->steps - start) / secs, total_flops / secs / 1e9, last_loss);
     if (best_acc >= 0)
       fprintf(stderr, "matc: best evaluation: accuracy %.2f%%, loss %.4f\n", 100 * best_acc, best_eval_loss);
     if (mr.on) mat_summary(&mr, o->steps - start, total_flops, total_full, stderr);
+    if (tr.g->profile)   /* MATC_PROFILE=1: where the training steps' time went */
+      exec_print_profile(tr.x, stderr, getenv("MATC_PROFILE_TOP") ? atoi(getenv("MATC_PROFILE_TOP")) : 25);
+    if (ranks > 1)
+      fprintf(stderr, "matc: data parallel: each rank all-reduced %.4g MB of gradients (%.3g MB per step)%s%.4g MB "
+              "saved by MAT (%.1f%%); %.1f s waiting for the sums\n", comm_sent / 1e6,
+              comm_sent / 1e6 / (o->steps - start), mr.on ? "; " : "; no MAT: ", comm_saved / 1e6,
+              comm_sent + comm_saved > 0 ? 100 * comm_saved / (comm_sent + comm_saved) : 0, comm_ms / 1000);
   }
   if (o->checkpoint && saved_step < 0) {
     meta.step = start > o->steps ? start : o->steps;
     meta.epoch = sm.epoch;
     meta.pos = sm.pos;
     if (mr.on) mat_policy_save(mr.pol, tr.x->bufs[mat_state]);
-    if (ckpt_save(o->checkpoint, &meta, tr.x, saved, nsaved, err, sizeof err)) {
+    if (lead && ckpt_save(o->checkpoint, &meta, tr.x, saved, nsaved, err, sizeof err)) {
       fprintf(stderr, "matc: cannot write the checkpoint: %s\n", err);
       goto done_log;
     }
   }
-  if (o->checkpoint) fprintf(stderr, "matc: checkpoint written to %s/checkpoint.matc\n", o->checkpoint);
-  if (o->out) {
+  if (o->checkpoint && lead) fprintf(stderr, "matc: checkpoint written to %s/checkpoint.matc\n", o->checkpoint);
+  if (o->out && lead) {
     /* Parameters and the state that is also an initializer (BatchNorm's
      * running statistics); optimizer state matches no initializer. */
     int *outv = malloc(sizeof(int) * (ts.nparams + ts.nstate + 1)), nout = ts.nparams;
     memcpy(outv, ts.params, sizeof(int) * ts.nparams);
-    for (int i = 0; i < ts.nstate; i++) {
-      int e = graph_find_value(ev.g, tr.g->vals[ts.state[i]].name);   /* the model's own? */
-      if (e >= 0 && ev.g->vals[e].kind == V_PARAM) outv[nout++] = ts.state[i];
-    }
+    for (int i = 0; i < nbn; i++) outv[nout++] = bnv[i];
     int wrc = write_trained_onnx(o->model, o->out, tr.x, outv, nout, err, sizeof err);
     free(outv);
     if (wrc) {
@@ -562,8 +755,11 @@ done:
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
   }
+  dp_unbind();
   ckpt_free(ck);
   free(saved);
+  free(bnv);
+  free(bnbuf);
   free(ts.state);
   free(probe_keys);
   free(snapshot);
