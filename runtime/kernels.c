@@ -55,7 +55,7 @@ static void gemm_level(int f64, const int64_t *p, int lvl, char *a, char *b, cha
  * threaded inside each piece: OpenBLAS's threads spin after every call and
  * fight the pool's workers for the cores, which made small GEMMs several
  * times slower on 2 cores. Split by batch entry when there are enough,
- * else by rows of C, else by columns. */
+ * else along the longer side of C (below). */
 typedef struct {
   void **ptrs;
   const int64_t *p;
@@ -122,8 +122,13 @@ void matc_rt_gemm(void **ptrs, const int64_t *p) {
   }
   GemmTask t = {ptrs, p, 0, nbatch};
   int64_t n;
+  /* Each piece packs its own share of one operand and all of the other:
+   * splitting rows repeats B's packing (K x N) in every piece, splitting
+   * columns repeats A's (M x K), so split the longer side (a conv's dW,
+   * [Mg, Cg*k] from a long reduction, is much wider than tall). */
+  int rows_ok = p[GEMM_M] >= 16 * nt, cols_ok = p[GEMM_N] >= 16 * nt;
   if (nbatch >= 2 * nt) { t.how = 0; n = nbatch; }
-  else if (p[GEMM_M] >= 16 * nt) { t.how = 1; n = p[GEMM_M]; }
+  else if (rows_ok && (!cols_ok || p[GEMM_M] >= p[GEMM_N])) { t.how = 1; n = p[GEMM_M]; }
   else { t.how = 2; n = p[GEMM_N]; }
   /* cost 1 << 20 per index: always worth splitting at this size */
   matc_rt_parallel_for(gemm_task, (void **)&t, n, 1 << 20);

@@ -336,10 +336,9 @@ int lower_conv(Graph *g, int node) {
   int64_t nb = unit ? 1 : CONV_CHUNK_BYTES / (per_img ? per_img : 1);
   nb = nb < 1 ? 1 : nb > N ? N : nb;
   nb = (N + (N + nb - 1) / nb - 1) / ((N + nb - 1) / nb);
-  int col = src, gout = y;
+  int col = src;
   if (!unit) col = new_temp(g, node, "im2col", dt, 1, (int64_t[]){C * kk * nb * P});
-  if (nb > 1) gout = new_temp(g, node, "gemm", dt, 1, (int64_t[]){M * N * P});
-  if (bias && nb == 1) {
+  if (bias) {
     Kernel *kb = k_elementwise(g, node, y);
     kb->body = chan_load(g, n->in[2], 1, dt);
   }
@@ -353,29 +352,21 @@ int lower_conv(Graph *g, int node) {
     gemm_level(k, G, Mg * K, K * P, Mg * P);
     return MATC_OK;
   }
+  /* One GEMM per image and group of the chunk, y[n0 + n, m, p] = W[m, :]
+   * col[:, n, p]: each writes its image's [Mg, P] block of y in place
+   * (ldb skips the chunk's other images), so no [M, nb*P] result has to
+   * be transposed to NCHW afterwards; the pool splits the images. */
   for (int64_t n0 = 0; n0 < N; n0 += nb) {
     int64_t cnt = N - n0 < nb ? N - n0 : nb;
     emit_im2col(g, node, src, col, &q, n0, cnt, C, sd);
-    /* gout[chunk][m, n, p] = W[m, :] col[:, n, p], or y[n0] directly. */
     Kernel *k = k_extern(g, node, EXT_gemm);
     k_arg(k, w, 0);
     k_arg(k, col, 0);
-    k_arg(k, gout, n0 * M * P);
-    gemm_params(k, dt, 0, Mg, cnt * P, K, K, bias && nb == 1 ? 1.0 : 0.0);
-    gemm_level(k, G, Mg * K, K * cnt * P, Mg * cnt * P);
-  }
-  /* y[n, m, p] = gout[chunk][m, n', p] (+ bias): one kernel for the full
-   * chunks, one for a shorter last chunk. */
-  for (int64_t n0 = 0; nb > 1 && n0 < N;) {
-    int64_t cnt = N - n0 < nb ? N - n0 : nb, nch = cnt < nb ? 1 : (N - n0) / nb;
-    int64_t ext[4] = {nch, cnt, M, P}, st[KMAX_VARS] = {M * cnt * P, P, cnt * P, 1};
-    Kernel *kt = k_loop(g, node, y, 4, ext);
-    shape_strides(4, ext, kt->out_stride);
-    kt->out_stride[0] = cnt * M * P;
-    kt->out_off = n0 * M * P;
-    kt->body = e_load(g, gout, n0 * M * P, st, KMAX_VARS);
-    if (bias) kt->body = bin(g, B_ADD, kt->body, chan_load(g, n->in[2], 2, dt));
-    n0 += nch * cnt;
+    k_arg(k, y, n0 * M * P);
+    gemm_params(k, dt, 0, Mg, P, K, K, bias ? 1.0 : 0.0);
+    k->p[GEMM_LDB] = cnt * P;
+    gemm_level(k, cnt, 0, P, M * P);
+    gemm_level(k, G, Mg * K, K * cnt * P, Mg * P);
   }
   return MATC_OK;
 }
