@@ -1637,7 +1637,7 @@ static int mean_over(AD *ad, int v, int na, const int64_t *axes, double inv_m) {
  * the forward keeps no statistics alive); with dxhat >= 0 also returns
  * dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)). */
 static int norm_back(AD *ad, int x, int dxhat, int na, const int64_t *axes, double eps, int *xhat,
-                     int *xc_out) {
+                     int *xc_out, int *inv_out) {
   Value *xv = &ad->g->vals[x];
   int64_t m = 1;
   for (int i = 0; i < na; i++) m *= xv->dims[axes[i]];
@@ -1648,6 +1648,7 @@ static int norm_back(AD *ad, int x, int dxhat, int na, const int64_t *axes, doub
   int inv = ad_unary(ad, "Reciprocal", ad_unary(ad, "Sqrt", ad_add(ad, var, ad_const(ad, dt, eps))));
   *xhat = ad_mul(ad, xc, inv);
   if (xc_out) *xc_out = xc;
+  if (inv_out) *inv_out = inv;
   if (dxhat < 0) return -1;
   int t1 = mean_over(ad, dxhat, na, axes, im);
   int t2 = mean_over(ad, ad_mul(ad, dxhat, *xhat), na, axes, im);
@@ -1685,11 +1686,27 @@ int grad_batchnorm(AD *ad, int node, const int *dy, int *dx) {
    * gradient, are momentum * input + (1 - momentum) * batch statistic. */
   int64_t m = value_nelem(&xv) / xv.dims[1];
   double mom = attr_f(&n, "momentum", 0.9f);
-  int xhat, xc, gx = -1;
-  int dxhat = d >= 0 && ad_needs(ad, node, 0) ? ad_mul(ad, d, chan_view(ad, sc, rank)) : -1;
-  gx = norm_back(ad, x, dxhat, na, axes, eps, &xhat, &xc);
-  if (d >= 0 && ad_needs(ad, node, 1)) dx[1] = ad_reduce_sum(ad, ad_mul(ad, d, xhat), na, axes, 0);
-  if (d >= 0 && ad_needs(ad, node, 2)) dx[2] = ad_reduce_sum(ad, d, na, axes, 0);
+  int xhat, xc, inv, gx = -1;
+  norm_back(ad, x, -1, na, axes, eps, &xhat, &xc, &inv);
+  /* With xc = x - mean, s1 = sum(d), s2 = sum(d * xc) over the batch:
+   * dbias = s1, dscale = s2 * inv and
+   * dx = (d - s1 / m - xc * (s2 * inv^2 / m)) * inv * scale,
+   * each sum reduced once and the terms in the order PyTorch's CPU
+   * kernel takes them (AdamW trajectories amplify rounding). dbias and
+   * dscale are their own [C] values (a sum over the size-1 axes, not a
+   * view): the gradient exchange sums a gradient in place once backward
+   * is over, while dx reads its sums earlier. */
+  if (d >= 0 && (ad_needs(ad, node, 0) || ad_needs(ad, node, 1) || ad_needs(ad, node, 2))) {
+    int s1 = ad_reduce_sum(ad, d, na, axes, 1), s2 = ad_reduce_sum(ad, ad_mul(ad, d, xc), na, axes, 1);
+    if (ad_needs(ad, node, 1)) dx[1] = ad_reduce_sum(ad, ad_mul(ad, s2, inv), na, axes, 0);
+    if (ad_needs(ad, node, 2)) dx[2] = ad_reduce_sum(ad, s1, na, axes, 0);
+    if (ad_needs(ad, node, 0)) {
+      double im = 1.0 / (double)m;
+      int k = ad_scale(ad, ad_mul(ad, ad_mul(ad, s2, inv), inv), im);
+      int t = ad_sub(ad, ad_sub(ad, d, ad_scale(ad, s1, im)), ad_mul(ad, xc, k));
+      gx = ad_mul(ad, ad_mul(ad, t, inv), chan_view(ad, sc, rank));
+    }
+  }
   for (int j = 1; j <= 2; j++) {
     int r = n.nout > j && n.out[j] >= 0 ? dy[j] : -1;
     if (r < 0) continue;
@@ -1716,7 +1733,7 @@ int grad_instancenorm(AD *ad, int node, const int *dy, int *dx) {
   for (int i = 2; i < rank; i++) axes[na++] = i;
   int xhat;
   int dxhat = ad_needs(ad, node, 0) ? ad_mul(ad, d, chan_view(ad, n.in[1], rank)) : -1;
-  int gx = norm_back(ad, x, dxhat, na, axes, attr_f(&n, "epsilon", 1e-5f), &xhat, NULL);
+  int gx = norm_back(ad, x, dxhat, na, axes, attr_f(&n, "epsilon", 1e-5f), &xhat, NULL, NULL);
   if (ad_needs(ad, node, 0)) dx[0] = gx;
   if (ad_needs(ad, node, 1)) dx[1] = ad_reduce_sum(ad, ad_mul(ad, d, xhat), nc, cax, 0);
   if (ad_needs(ad, node, 2)) dx[2] = ad_reduce_sum(ad, d, nc, cax, 0);
@@ -1735,7 +1752,7 @@ int grad_layernorm(AD *ad, int node, const int *dy, int *dx) {
   for (int i = axis; i < rank; i++) axes[na++] = i;
   int xhat;
   int dxhat = ad_needs(ad, node, 0) ? ad_mul(ad, d, n.in[1]) : -1;
-  int gx = norm_back(ad, x, dxhat, na, axes, attr_f(&n, "epsilon", 1e-5f), &xhat, NULL);
+  int gx = norm_back(ad, x, dxhat, na, axes, attr_f(&n, "epsilon", 1e-5f), &xhat, NULL, NULL);
   if (ad_needs(ad, node, 0)) dx[0] = gx;
   if (ad_needs(ad, node, 1)) dx[1] = ad_sum_to(ad, ad_mul(ad, d, xhat), n.in[1]);
   if (n.nin > 2 && n.in[2] >= 0 && ad_needs(ad, node, 2)) dx[2] = ad_sum_to(ad, d, n.in[2]);
