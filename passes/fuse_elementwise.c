@@ -67,19 +67,45 @@ static void count_uses(Graph *g, Uses *u) {
   free(seen);
 }
 
-static int is_producer(Graph *g, Uses *u, int t, int ci) {
-  Value *v = &g->vals[t];
-  if (v->kind != V_ACT || v->is_output || u->aliased[t] || u->writers[t] != 1 || u->readers[t] != 1)
-    return 0;
-  int pi = u->writer[t];
-  if (pi >= ci) return 0;
-  Kernel *p = &g->kernels[pi];
+/* Does loop kernel p, without reduction, write every element of v once
+ * in order? */
+static int writes_all(const Kernel *p, const Value *v) {
   if (p->kind != K_LOOP || p->red != R_NONE || p->out_off != 0 || p->nvar != v->rank) return 0;
   int64_t st[MATC_MAX_RANK];
   shape_strides(v->rank, v->dims, st);
   for (int j = 0; j < v->rank; j++)
     if (p->ext[j] != v->dims[j] || (v->dims[j] > 1 && p->out_stride[j] != st[j])) return 0;
-  return expr_size(p->body) <= MAX_FUSED_SIZE;
+  return 1;
+}
+
+static int is_producer(Graph *g, Uses *u, int t, int ci) {
+  Value *v = &g->vals[t];
+  if (v->kind != V_ACT || v->is_output || u->aliased[t] || u->writers[t] != 1 || u->readers[t] != 1)
+    return 0;
+  int pi = u->writer[t];
+  Kernel *p = &g->kernels[pi];
+  return pi < ci && writes_all(p, v) && expr_size(p->body) <= MAX_FUSED_SIZE;
+}
+
+/* A constant fill (ConstantOfShape, a zero gradient): inlined into every
+ * loop reading it, at any index, since recomputing a constant costs
+ * nothing; the fill itself then goes once nothing else reads it. */
+static int is_const_producer(Graph *g, Uses *u, int t, int ci) {
+  Value *v = &g->vals[t];
+  if (v->kind != V_ACT || v->is_output || u->aliased[t] || u->writers[t] != 1) return 0;
+  int pi = u->writer[t];
+  Kernel *p = &g->kernels[pi];
+  if (pi >= ci || p->kind != K_LOOP || p->red != R_NONE || p->out_off != 0 || !p->body ||
+      p->body->kind != EX_CONST)
+    return 0;
+  /* Its loops (often one, flattened) cover the value contiguously. */
+  int64_t st[KMAX_VARS], n = 1;
+  shape_strides(p->nvar, p->ext, st);
+  for (int j = 0; j < p->nvar; j++) {
+    if (p->ext[j] > 1 && p->out_stride[j] != st[j]) return 0;
+    n *= p->ext[j];
+  }
+  return n == value_nelem(v);
 }
 
 /* Maps each dim of T (size > 1) to the consumer var that walks it; 0 if
@@ -189,6 +215,10 @@ typedef struct {
 
 static Expr *fuse_into(Fuser *f, Expr *e) {
   if (!e) return NULL;
+  if (e->kind == EX_LOAD && is_const_producer(f->g, f->u, e->val, f->ci)) {
+    f->changed = 1;
+    return expr_copy(f->g, f->g->kernels[f->u->writer[e->val]].body);
+  }
   if (e->kind == EX_LOAD && is_producer(f->g, f->u, e->val, f->ci)) {
     int var_of_dim[MATC_MAX_RANK], group_last[MATC_MAX_RANK];
     Value *t = &f->g->vals[e->val];
@@ -238,7 +268,8 @@ int fuse_elementwise(Graph *g) {
       f.changed = 0;
       /* The producers this round may consume. */
       char *cand = calloc(g->nvals, 1);
-      for (int v = 0; v < g->nvals; v++) cand[v] = u.readers[v] == 1 && u.reader[v] == i && is_producer(g, &u, v, i);
+      for (int v = 0; v < g->nvals; v++)
+        cand[v] = (u.readers[v] == 1 && u.reader[v] == i && is_producer(g, &u, v, i)) || is_const_producer(g, &u, v, i);
       c->body = fuse_into(&f, c->body);
       c->post = fuse_into(&f, c->post);
       if (f.changed) {
