@@ -11,10 +11,20 @@
  *     reads index + begin); a GEMM narrows N (output's last axis) or M
  *     (the one before, when M is not folded with batch dims). Kernels that
  *     cannot be split keep the union predicate (exact, just no saving).
+ *     Head splits (stop mode, passes/guard_heads.c) work the same way,
+ *     one kernel per head: a loop kernel narrows the var of the head axis
+ *     (also when lowering merged it with the axes after it), a batched
+ *     GEMM restricts the batch level of the head axis to one index, and a
+ *     GEMM contracting over heads (dX = dQ . W_q^T) becomes one piece per
+ *     head along K, accumulating into C after an always-running zeroing
+ *     kernel.
  *  3. Where a kernel can be skipped while a later kernel reading its
  *     output runs (a clipping norm reading a frozen slice's gradient, a
  *     stop-mode gradient feeding a sum), a zeroing kernel follows it under
- *     the negated predicate: readers see zero, never stale bytes. Writes
+ *     the negated predicate: readers see zero, never stale bytes. A kernel
+ *     for head h of a block never reads what another head's kernel of
+ *     that block writes (each reads its head's part), so those pairs need
+ *     no zeroing. Writes
  *     to parameters and optimizer state never get one (frozen state must
  *     stay bit-identical).
  *
@@ -32,6 +42,8 @@ typedef struct {
   Kernel *k;
   int n, cap;
   int *split, *range;      /* per kernel: split id and range, -1 when not split */
+  int *blk, *head;         /* per kernel: block of heads and head, -1 when none */
+  char *kpiece;            /* a per-head piece of a K-split GEMM */
 } KList;
 
 static Kernel *push(KList *l, const Kernel *k, int split, int range) {
@@ -40,13 +52,36 @@ static Kernel *push(KList *l, const Kernel *k, int split, int range) {
     l->k = realloc(l->k, sizeof(Kernel) * l->cap);
     l->split = realloc(l->split, sizeof(int) * l->cap);
     l->range = realloc(l->range, sizeof(int) * l->cap);
-    MATC_ASSERT(l->k && l->split && l->range);
+    l->blk = realloc(l->blk, sizeof(int) * l->cap);
+    l->head = realloc(l->head, sizeof(int) * l->cap);
+    l->kpiece = realloc(l->kpiece, (size_t)l->cap);
+    MATC_ASSERT(l->k && l->split && l->range && l->blk && l->head && l->kpiece);
   }
   l->k[l->n] = *k;
   l->split[l->n] = split;
   l->range[l->n] = range;
+  l->blk[l->n] = l->head[l->n] = -1;
+  l->kpiece[l->n] = 0;
   return &l->k[l->n++];
 }
+
+static void klist_free(KList *l) {
+  free(l->k);
+  free(l->split);
+  free(l->range);
+  free(l->blk);
+  free(l->head);
+  free(l->kpiece);
+}
+
+/* A piece of a split: head h of a block when the split's ranges are heads. */
+static void push_piece(KList *l, const Kernel *c, const GuardSplit *sp, int split_id, int r, int kpiece) {
+  push(l, c, split_id, r);
+  if (sp->block >= 0) l->blk[l->n - 1] = sp->block, l->head[l->n - 1] = r;
+  l->kpiece[l->n - 1] = (char)kpiece;
+}
+
+static Kernel zero_kernel(Graph *g, const Kernel *k, int pred);
 
 static int root(Graph *g, int v) {
   while (g->vals[v].alias_of >= 0) v = g->vals[v].alias_of;
@@ -68,14 +103,61 @@ static Expr *shift_var(Graph *g, Expr *e, int v, int64_t b) {
   return e;
 }
 
-/* The loop var walking `axis` of the kernel's output, or -1. */
-static int axis_var(Graph *g, const Kernel *k, int axis) {
+/* The loop var walking `axis` of the kernel's output, or -1. Lowering may
+ * have merged the axis with the ones after it (a [B,S,H,dh] transpose
+ * stored as [B,S,H*dh]): then *scale is the elements of the merged inner
+ * axes per index of `axis`, and a range of `axis` is still one range of
+ * the var. */
+static int axis_var(Graph *g, const Kernel *k, int axis, int64_t *scale) {
   Value *o = &g->vals[k->out];
   if (axis < 0 || axis >= o->rank) return -1;
   int64_t st[MATC_MAX_RANK];
   shape_strides(o->rank, o->dims, st);
-  for (int v = 0; v < k->nvar; v++)
-    if (k->ext[v] == o->dims[axis] && k->out_stride[v] == st[axis]) return v;
+  for (int v = 0; v < k->nvar; v++) {
+    int64_t ext = 1;
+    for (int j = axis; j < o->rank; j++) {
+      ext *= o->dims[j];
+      if (k->ext[v] == ext && k->out_stride[v] == st[j]) {
+        *scale = ext / o->dims[axis];
+        return v;
+      }
+    }
+  }
+  return -1;
+}
+
+/* A GEMM contracting over heads (dX = dQ . W_q^T) as one piece per head
+ * along K, each accumulating (beta 1) into C, which an always-running
+ * kernel zeroes first: a frozen head's piece adds nothing. */
+static int split_k(Graph *g, const Kernel *k, int node, const GuardSplit *sp, int split_id, KList *out) {
+  Node *n = &g->nodes[node];
+  if (n->op != OP_MatMul || n->nin != 2 || matc_rt_bits_f64(k->p[GEMM_BETA]) != 0 ||
+      root(g, k->args[0]) != root(g, n->in[0]) || root(g, k->args[1]) != root(g, n->in[1]) ||
+      k->p[GEMM_K] != sp->end[sp->nranges - 1])
+    return 0;
+  Kernel z = zero_kernel(g, k, 0);
+  push(out, &z, -1, -1);
+  for (int r = 0; r < sp->nranges; r++) {
+    Kernel c = *k;
+    int64_t b = sp->begin[r];
+    c.p[GEMM_K] = sp->end[r] - b;
+    c.p[GEMM_BETA] = matc_rt_f64_bits(1.0);
+    c.argoff[0] += c.p[GEMM_TA] ? b * c.p[GEMM_LDA] : b;
+    c.argoff[1] += c.p[GEMM_TB] ? b : b * c.p[GEMM_LDB];
+    c.pred = sp->pred[r];
+    push_piece(out, &c, sp, split_id, r, 1);
+  }
+  return 1;
+}
+
+/* The batch level of a GEMM walking `axis` of its output C, or -1. */
+static int batch_level(const Kernel *k, const Value *o, int axis) {
+  int64_t st[MATC_MAX_RANK];
+  shape_strides(o->rank, o->dims, st);
+  for (int l = 0; l < k->p[GEMM_NB]; l++) {
+    const int64_t *q = k->p + GEMM_BATCH + 4 * l;
+    if (q[0] == o->dims[axis] && q[3] == st[axis]) return l;
+  }
   return -1;
 }
 
@@ -90,22 +172,41 @@ static int split_kernel(Graph *g, const Kernel *k, int node, const GuardSplit *s
   int target = root(g, made);
   if (k->kind == K_LOOP) {
     if (k->out != made) return 0;
-    int v = axis_var(g, k, axis);
+    /* A head split leaves pure copies (transposes) whole: they do no
+     * arithmetic, and split they made LLVM's loop-access analysis of
+     * switch-mini's step take minutes. */
+    if (sp->param < 0 && k->body && k->body->kind == EX_LOAD && k->red == R_NONE) return 0;
+    int64_t sc;
+    int v = axis_var(g, k, axis, &sc);
     if (v < 0) return 0;
     for (int r = 0; r < sp->nranges; r++) {
       Kernel c = *k;
-      int64_t b = sp->begin[r];
-      c.ext[v] = sp->end[r] - b;
+      int64_t b = sp->begin[r] * sc;
+      c.ext[v] = sp->end[r] * sc - b;
       c.out_off += b * c.out_stride[v];
       c.body = shift_var(g, expr_copy(g, k->body), v, b);
       c.post = shift_var(g, expr_copy(g, k->post), v, b);
       c.pred = sp->pred[r];
-      push(out, &c, split_id, r);
+      push_piece(out, &c, sp, split_id, r, 0);
     }
     return 1;
   }
   if (k->ext_fn != EXT_gemm || k->nargs != 3 || root(g, k->args[2]) != target) return 0;
+  if (axis == GUARD_AXIS_K) return split_k(g, k, node, sp, split_id, out);
   Value *o = &g->vals[made];
+  int lvl = axis >= 0 && axis < o->rank - 2 ? batch_level(k, o, axis) : -1;
+  if (lvl >= 0) {
+    /* A batch level (the head axis of [B,H,S,S]): restrict it to the range. */
+    for (int r = 0; r < sp->nranges; r++) {
+      Kernel c = *k;
+      int64_t b = sp->begin[r], *q = c.p + GEMM_BATCH + 4 * lvl;
+      q[0] = sp->end[r] - b;
+      for (int j = 0; j < 3; j++) c.argoff[j] += b * q[1 + j];
+      c.pred = sp->pred[r];
+      push_piece(out, &c, sp, split_id, r, 0);
+    }
+    return 1;
+  }
   int last = axis == o->rank - 1;
   if (!last && !(axis == o->rank - 2 && (k->p[GEMM_NB] > 0 || o->rank == 2))) return 0;
   for (int r = 0; r < sp->nranges; r++) {
@@ -121,7 +222,7 @@ static int split_kernel(Graph *g, const Kernel *k, int node, const GuardSplit *s
       c.argoff[2] += b * c.p[GEMM_LDC];
     }
     c.pred = sp->pred[r];
-    push(out, &c, split_id, r);
+    push_piece(out, &c, sp, split_id, r, 0);
   }
   return 1;
 }
@@ -233,7 +334,8 @@ int guard_kernels(Graph *g) {
   for (int i = 0; i < l.n; i++) {
     Kernel *k = &l.k[i];
     push(&z, k, l.split[i], l.range[i]);
-    if (k->pred <= 0 || gd->negate[k->pred]) continue;
+    /* A K piece adds into a sum zeroed by an always-running kernel. */
+    if (k->pred <= 0 || gd->negate[k->pred] || l.kpiece[i]) continue;
     int w = written(g, k);
     if (w < 0 || g->vals[w].kind != V_ACT) continue;
     int need = 0;
@@ -241,6 +343,8 @@ int guard_kernels(Graph *g) {
       int r = rd.kern[e];
       if (r <= i) continue;                      /* read before this write */
       if (l.split[r] >= 0 && l.split[r] == l.split[i] && l.range[r] != l.range[i]) continue;
+      /* another head of the same block reads only its own head's part */
+      if (l.blk[r] >= 0 && l.blk[r] == l.blk[i] && l.head[r] != l.head[i]) continue;
       if (!guard_pred_implies(g, l.k[r].pred, k->pred)) need = 1;
     }
     if (!need) continue;
@@ -258,9 +362,10 @@ int guard_kernels(Graph *g) {
   g->capkernels = z.cap;
   free(z.split);
   free(z.range);
-  free(l.k);
-  free(l.split);
-  free(l.range);
+  free(z.blk);
+  free(z.head);
+  free(z.kpiece);
+  klist_free(&l);
   free(rd.head);
   free(rd.next);
   free(rd.kern);

@@ -32,7 +32,11 @@
  *     (the site's grad-rule nodes downstream of its weight) run only when
  *     the site's modules are active; the gradient they would have added is
  *     zero when skipped (MAT.md's `stop`). weights mode keeps every other
- *     module's gradient exact.
+ *     module's gradient exact. For a weight cut into heads the cut is per
+ *     head: plan_heads (passes/guard_heads.c) splits the attention
+ *     backward and the dX GEMMs of a layer per head, so a frozen head's
+ *     share is neither computed nor added (stop_mode 2 keeps the layer's
+ *     union instead: the reference in tests).
  *
  * Skipped work leaves its output unwritten; guard_kernels adds a zeroing
  * kernel wherever a reader can run while the writer is skipped (clipping
@@ -390,7 +394,8 @@ int insert_guards(Graph *g, const TrainStep *ts, int stop_mode) {
   }
 
   /* Split plans for parameters cut into several slices. */
-  gd->splits = arena_alloc(g->arena, sizeof(GuardSplit) * (ts->nparams + 1));
+  gd->capsplits = 4 * ts->nparams + 16;        /* parameter splits, then head splits */
+  gd->splits = arena_alloc(g->arena, sizeof(GuardSplit) * gd->capsplits);
   for (int i = 0; i < ts->nparams; i++) {
     int v = ts->params[i];
     ParamMods *q = &pm[v];
@@ -398,6 +403,8 @@ int insert_guards(Graph *g, const TrainStep *ts, int stop_mode) {
     Value *p = &g->vals[v];
     GuardSplit *sp = &gd->splits[gd->nsplits];
     sp->param = v;
+    sp->axis = q->axis;
+    sp->block = -1;
     sp->nranges = 0;
     int cap = 2 * q->nent + 2;
     sp->begin = arena_alloc(g->arena, sizeof(int64_t) * cap);
@@ -510,6 +517,7 @@ int insert_guards(Graph *g, const TrainStep *ts, int stop_mode) {
   /* A node nothing needs: eliminate_dead removes it; never guard it. */
   for (int i = 0; i < nn; i++)
     if (gd->node_pred[i] < 0) gd->node_pred[i] = 0;
+  if (stop_mode == 1) plan_heads(g, gd, nfwd);
   sets_free(&vs);
   sets_free(&ns);
   sets_free(&ps);

@@ -197,6 +197,15 @@ foreach(opt sgd adamw)
 endforeach()
 matc_test(guards/bert-mini-layers/adamw unit_guards exact ${MATC_SRC}/models/bert-mini/model.onnx adamw)
 matc_test(guards/stop/mlp unit_guards stop ${MATC_SRC}/models/mlp/model.onnx)
+# stop mode per head (passes/guard_heads.c): bert-mini with 4 head modules per
+# layer against a reference with per-head Q/K/V weights; executed FLOPs
+# fall by at least a head's attention backward per frozen head.
+matc_test(guards/stop/bert-mini-heads unit_guards stop-heads ${MATC_SRC}/models/bert-mini/model.onnx 4)
+# ... and with every guard on it changes nothing: the partition pass's heads
+# (fused QKV in gpt-tiny, a causal mask and experts in switch-mini).
+matc_test(guards/stop/gpt-tiny-part unit_guards stop-allon ${MATC_SRC}/tests/models/gpt-tiny/model.onnx part)
+matc_test(guards/stop/vit-tiny-part unit_guards stop-allon ${MATC_SRC}/tests/models/vit-tiny/model.onnx part)
+matc_test(guards/stop/switch-mini-part unit_guards stop-allon ${MATC_SRC}/models/switch-mini/model.onnx part)
 matc_test(guards/clip/mlp unit_guards clip ${MATC_SRC}/models/mlp/model.onnx)
 
 # matc train --mat on end to end (tests/mat_train.py): probe log, frozen

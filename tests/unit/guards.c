@@ -3,8 +3,11 @@
  *   unit_guards                       mlp, all checks (quick)
  *   unit_guards exact MODEL OPT [heads]   exactness in weights mode
  *   unit_guards stop MODEL            stop mode drops the gradient below a frozen module
+ *   unit_guards stop-heads MODEL [H]  per-head stop mode against a per-head-weights reference
+ *   unit_guards stop-allon MODEL [heads]  stop mode, all guards on, equals the unguarded step
  *   unit_guards clip MODEL            clipping sees zero for a frozen module's gradient
- *   unit_guards bench MODEL BATCH [heads] step FLOPs and time, 0/25/50/75% of heads frozen
+ *   unit_guards bench MODEL BATCH [heads] step FLOPs and time, 0/25/50/75% of heads frozen,
+ *                                     weights and stop mode
  *
  * MODEL is a path to model.onnx; OPT is sgd or adamw (both with weight
  * decay 0.01; SGD with momentum 0.9). With heads = part, the modules come
@@ -135,6 +138,8 @@ typedef struct {
 } Step;
 
 static double clip_norm;          /* for the clipping test */
+static int split_qkv_heads;       /* the stop-heads reference: per-head Q/K/V weights */
+static void split_qkv(Graph *g, int heads);
 static const char *freeze_list;   /* initializers the reference does not train */
 
 static int compile(const char *model, int64_t batch, int opt, int heads, int guards, int stop, Step *s) {
@@ -169,6 +174,7 @@ static int compile(const char *model, int64_t batch, int opt, int heads, int gua
     if (rc) goto bad;
   } else if (guards) {
     partition(g, heads);
+    if (split_qkv_heads) split_qkv(g, heads);
   }
   rc = build_train_step(g, &cfg, &s->ts);
   if (!rc && guards) rc = insert_guards(g, &s->ts, stop);
@@ -296,8 +302,22 @@ typedef struct {
 } Cmp;
 
 /* got vs ref (active elements) and vs before (frozen elements). */
+/* With zero_floor > 0 (the stop-heads test), an optimizer state tensor
+ * whose reference is zero up to rounding (below zero_floor times the
+ * largest state entry: the K bias's gradient, exactly zero because softmax
+ * ignores a per-row shift of the scores) is compared against that largest
+ * entry instead of its own: two computations that round differently agree
+ * only on its being noise. */
+static double zero_floor;
+
 static void compare_step(Step *s, Snap *before, Snap *ref, const uint8_t *on, Cmp *c, int state_only) {
   Graph *g = s->g;
+  double state_max = 0;
+  for (int i = 0; zero_floor > 0 && i < before->n; i++) {
+    if (g->vals[before->v[i]].dt != DT_F32 || owner(g, before->v[i]) == before->v[i]) continue;
+    const float *r = (const float *)ref->data[i];
+    for (int64_t e = 0; e < value_nelem(&g->vals[before->v[i]]); e++) state_max = fmax(state_max, fabs(r[e]));
+  }
   for (int i = 0; i < before->n; i++) {
     int v = before->v[i], p = owner(g, v);
     if (g->vals[v].dt != DT_F32 || (state_only && p == v)) continue;
@@ -305,6 +325,7 @@ static void compare_step(Step *s, Snap *before, Snap *ref, const uint8_t *on, Cm
     int64_t n = value_nelem(&g->vals[v]), bad_here = 0, first_bad = -1;
     double scale = 0;
     for (int64_t e = 0; e < n; e++) scale = fmax(scale, fabs(r[e]));
+    if (p != v && scale < zero_floor * state_max) scale = state_max;
     for (int64_t e = 0; e < n; e++) {
       if (p >= 0 && frozen_elem(g, p, e, on)) {
         c->frozen_n++;
@@ -325,7 +346,8 @@ static void compare_step(Step *s, Snap *before, Snap *ref, const uint8_t *on, Cm
       }
     }
     if (bad_here && getenv("GUARDS_VERBOSE"))
-      printf("    %s: %lld elements off, first %lld\n", g->vals[v].name, (long long)bad_here, (long long)first_bad);
+      printf("    %s: %lld elements off, first %lld (scale %.3g)\n", g->vals[v].name, (long long)bad_here,
+             (long long)first_bad, scale);
   }
 }
 
@@ -356,9 +378,14 @@ static void pattern(Graph *g, const char *what, uint8_t *on) {
   }
 }
 
+/* With exact_stop (stop-allon), the guarded graph is in stop mode and only
+ * the all-on step is checked: per-head splits (passes/guard_heads.c) must
+ * not change the full gradient. Patterns differ from all-on by design. */
+static int exact_stop;
+
 static int test_exact(const char *model, int opt, int heads, int64_t batch) {
   Step plain, gs;
-  if (compile(model, batch, opt, 0, 0, 0, &plain) || compile(model, batch, opt, heads, 1, 0, &gs)) return 1;
+  if (compile(model, batch, opt, 0, 0, 0, &plain) || compile(model, batch, opt, heads, 1, exact_stop, &gs)) return 1;
   Graph *g = gs.g;
   int M = g->nmodules;
   printf("%s %s: %d modules, %d kernels (%d without guards)\n", model, opt ? "adamw" : "sgd", M, g->nkernels,
@@ -388,7 +415,7 @@ static int test_exact(const char *model, int opt, int heads, int64_t batch) {
     printf("  FAIL: the guarded graph with every guard on differs from the unguarded one\n");
     failures++;
   }
-  if (getenv("GUARDS_ONLY_ALLON")) goto done;
+  if (getenv("GUARDS_ONLY_ALLON") || exact_stop) goto done;
   double full = kernels_flops(g);
   const char *pats[] = {"random", "one", "lowest", "top", "heads-half"};
   Snap ref;
@@ -561,12 +588,15 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /* Step FLOPs and time with 0/25/50/75% of the heads (or of all modules)
- * frozen, and the step compiled without guards. The five configurations
- * take turns step by step, so a busy machine slows them alike. */
+ * frozen, in weights and in stop mode, and the step compiled without
+ * guards. The nine configurations take turns step by step, so a busy
+ * machine slows them alike. */
 static int bench(const char *model, int64_t batch, int heads, int reps) {
-  Step s, p;
-  if (compile(model, batch, 1, heads, 1, 0, &s) || compile(model, batch, 1, 0, 0, 0, &p)) return 1;
-  Graph *g = s.g;
+  Step s[2], p;
+  if (compile(model, batch, 1, heads, 1, 0, &s[0]) || compile(model, batch, 1, heads, 1, 1, &s[1]) ||
+      compile(model, batch, 1, 0, 0, 0, &p))
+    return 1;
+  Graph *g = s[0].g;
   int M = g->nmodules, nh = 0, *idx = malloc(sizeof(int) * (M + 1));
   for (int k = 0; k < M; k++)
     if (!heads || is_head(g, k)) idx[nh++] = k;
@@ -574,16 +604,16 @@ static int bench(const char *model, int64_t batch, int heads, int reps) {
     printf("bench: %s has no %s modules\n", model, heads ? "head" : "");
     return 1;
   }
-  printf("%s batch %lld, AdamW, %d modules (%d %s), %d threads, %d steps each\n", model, (long long)batch, M, nh,
-         heads ? "heads" : "modules", matc_rt_threads(), reps);
-  enum { NCONF = 5 };
-  uint8_t *on[NCONF];
+  printf("%s batch %lld, AdamW, %d modules (%d %s), %d threads, %d steps each; kernels: weights %d, stop %d, "
+         "no guards %d\n", model, (long long)batch, M, nh, heads ? "heads" : "modules", matc_rt_threads(), reps,
+         s[0].g->nkernels, s[1].g->nkernels, p.g->nkernels);
+  enum { NPAT = 4, NCONF = 2 * NPAT + 1 };
+  uint8_t *on[NPAT];
   double *t[NCONF];
-  for (int c = 0; c < NCONF; c++) {
+  for (int c = 0; c < NCONF; c++) t[c] = malloc(sizeof(double) * reps);
+  for (int c = 0; c < NPAT; c++) {
     on[c] = malloc((size_t)M);
     memset(on[c], 1, (size_t)M);
-    t[c] = malloc(sizeof(double) * reps);
-    if (c == 4) break;
     /* Freeze a random pct of them (seeded), spread over the layers. */
     int want = nh * 25 * c / 100, done = 0;
     rng = 99;
@@ -592,27 +622,230 @@ static int bench(const char *model, int64_t batch, int heads, int reps) {
       if (on[c][k]) on[c][k] = 0, done++;
     }
   }
-  run_step(&s, 0, 1e-4);               /* warm-up */
+  run_step(&s[0], 0, 1e-4);               /* warm-up */
+  run_step(&s[1], 0, 1e-4);
   run_step(&p, 0, 1e-4);
   for (int r = 0; r < reps; r++)
     for (int c = 0; c < NCONF; c++) {
-      Step *x = c == 4 ? &p : &s;
-      if (c < 4) set_guards(&s, on[c]);
+      Step *x = c == 2 * NPAT ? &p : &s[c / NPAT];
+      if (c < 2 * NPAT) set_guards(x, on[c % NPAT]);
       double t0 = now_ms();
       run_step(x, r + 1, 1e-4);
       t[c][r] = now_ms() - t0;
     }
-  double full = kernels_flops(g);
-  printf("%-8s %14s %8s %10s %10s\n", "frozen", "step FLOPs", "% full", "ms median", "ms min");
+  double full = kernels_flops(p.g);
+  printf("%-8s %-8s %14s %8s %10s %10s\n", "mode", "frozen", "step FLOPs", "% full", "ms median", "ms min");
   for (int c = 0; c < NCONF; c++) {
     qsort(t[c], reps, sizeof(double), cmp_double);
-    double fl = c == 4 ? kernels_flops(p.g) : kernels_flops_guarded(g, on[c]);
+    double fl = c == 2 * NPAT ? kernels_flops(p.g) : kernels_flops_guarded(s[c / NPAT].g, on[c % NPAT]);
     char label[32];
-    if (c == 4) snprintf(label, sizeof label, "noguard");
-    else snprintf(label, sizeof label, "%d%%", 25 * c);
-    printf("%-8s %14.4g %7.1f%% %10.2f %10.2f\n", label, fl, 100 * fl / full, t[c][reps / 2], t[c][0]);
+    if (c == 2 * NPAT) snprintf(label, sizeof label, "-");
+    else snprintf(label, sizeof label, "%d%%", 25 * (c % NPAT));
+    printf("%-8s %-8s %14.4g %7.1f%% %10.2f %10.2f\n", c == 2 * NPAT ? "noguard" : c < NPAT ? "weights" : "stop",
+           label, fl, 100 * fl / full, t[c][reps / 2], t[c][0]);
   }
-  if (g->profile) exec_print_profile(s.x, stdout, 12);
+  if (g->profile) exec_print_profile(s[1].x, stdout, 12);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- stop mode, per head */
+
+/* The reference for per-head stop mode: each Q/K/V projection X . W
+ * becomes H MatMuls X . W_h with W_h = W[:, h*dh:(h+1)*dh] (new whole
+ * parameters "<W>.h<h>", each in head h's module) and a Concat, so the
+ * existing per-site stop cut drops exactly a frozen head's share of dX.
+ * Runs after the stand-in partition: the modules' slices of W become W_h. */
+static void split_qkv(Graph *g, int heads) {
+  int nn = g->nnodes, *pos = malloc(sizeof(int) * (nn + 1) * (heads + 2)), npos = 0;
+  for (int i = 0; i < nn; i++) {
+    Node *n = &g->nodes[i];
+    int w = n->nin == 2 ? n->in[1] : -1;
+    const char *name = w >= 0 ? g->vals[w].name : "";
+    if (n->dead || n->op != OP_MatMul || g->vals[w].kind != V_PARAM || g->vals[w].rank != 2 ||
+        !(ends_with(name, ".q.weight") || ends_with(name, ".k.weight") || ends_with(name, ".v.weight"))) {
+      pos[npos++] = i;
+      continue;
+    }
+    Value *wv = &g->vals[w];
+    int64_t din = wv->dims[0], d = wv->dims[1], dh = d / heads;
+    int x = n->in[0], y = n->out[0], *parts = malloc(sizeof(int) * heads);
+    for (int h = 0; h < heads; h++) {
+      char nm[600];
+      snprintf(nm, sizeof nm, "%s.h%d", name, h);
+      int wh = graph_add_value(g, nm);
+      wv = &g->vals[w];
+      Value *p = &g->vals[wh];
+      int64_t dims[2] = {din, dh};
+      p->kind = V_PARAM;
+      value_set(p, DT_F32, 2, dims);
+      p->data = tensor_new(g->arena, DT_F32, 2, dims);
+      for (int64_t r = 0; r < din; r++)
+        memcpy((float *)p->data->data + r * dh, (float *)wv->data->data + r * d + h * dh, sizeof(float) * dh);
+      snprintf(nm, sizeof nm, "%s.h%d", g->vals[y].name, h);
+      parts[h] = graph_add_value(g, nm);
+      Value *yv = &g->vals[y], *pv = &g->vals[parts[h]];
+      int64_t yd[MATC_MAX_RANK];
+      memcpy(yd, yv->dims, sizeof(int64_t) * yv->rank);
+      yd[yv->rank - 1] = dh;
+      value_set(pv, yv->dt, yv->rank, yd);
+      int in[2] = {x, wh};
+      snprintf(nm, sizeof nm, "%s/h%d", g->nodes[i].name, h);
+      pos[npos++] = graph_add_node(g, "MatMul", nm, 2, in, 1, &parts[h]);
+      /* module slices of w, column range h -> the whole of w_h */
+      for (int k = 0; k < g->nmodules; k++)
+        for (int s = 0; s < g->modules[k].nslices; s++) {
+          ParamSlice *sl = &g->modules[k].slices[s];
+          if (sl->param == w && sl->axis == 1 && sl->begin == h * dh) *sl = (ParamSlice){wh, -1, 0, 0};
+        }
+    }
+    char nm[600];
+    snprintf(nm, sizeof nm, "%s/concat", g->nodes[i].name);
+    int c = graph_add_node(g, "Concat", nm, heads, parts, 1, &y);
+    Node *cn = &g->nodes[c];
+    cn->nattr = 1;
+    cn->attr = arena_alloc(g->arena, sizeof(Attr));
+    cn->attr[0] = ad_attr_i("axis", -1);
+    pos[npos++] = c;
+    n = &g->nodes[i];
+    n->dead = 1;
+    g->vals[x].nuses--;
+    g->vals[w].nuses--;
+    g->vals[w].kind = V_CONST;              /* not trained: its heads are */
+    free(parts);
+  }
+  /* Nodes in topological order again: each Concat where its MatMul was. */
+  Node *order = malloc(sizeof(Node) * npos);
+  for (int i = 0; i < npos; i++) order[i] = g->nodes[pos[i]];
+  memcpy(g->nodes, order, sizeof(Node) * npos);
+  g->nnodes = npos;
+  for (int i = 0; i < npos; i++)
+    for (int j = 0; j < g->nodes[i].nout; j++)
+      if (g->nodes[i].out[j] >= 0 && !g->nodes[i].dead) g->vals[g->nodes[i].out[j]].producer = i;
+  free(order);
+  free(pos);
+}
+
+/* Value of the reference graph holding P's value v (same name), or head h
+ * of it ("<param>.h<h>", "<param>.h<h>.<state>"); -1 if none. */
+static int ref_value(Graph *p, Graph *r, int v, int h) {
+  const char *name = p->vals[v].name, *dot = strrchr(name, '.');
+  char buf[600];
+  if (h < 0) return graph_find_value(r, name);
+  if (dot && (!strcmp(dot, ".momentum") || !strcmp(dot, ".adam_m") || !strcmp(dot, ".adam_v")))
+    snprintf(buf, sizeof buf, "%.*s.h%d%s", (int)(dot - name), name, h, dot);
+  else
+    snprintf(buf, sizeof buf, "%s.h%d", name, h);
+  return graph_find_value(r, buf);
+}
+
+/* Copies parameters and optimizer state between the per-head stop graph
+ * (P) and the reference (R): to R when `to_ref`, else R's into snapshot sn
+ * (laid out like P's). */
+static void xfer(Step *P, Step *R, Snap *sn, int to_ref, int heads) {
+  for (int i = 0; i < sn->n; i++) {
+    int v = sn->v[i];
+    char *pd = to_ref ? P->x->bufs[v] : sn->data[i];
+    int rv = ref_value(P->g, R->g, v, 0) >= 0 ? -1 : ref_value(P->g, R->g, v, -1);
+    if (rv >= 0) {
+      if (to_ref) memcpy(R->x->bufs[rv], pd, sn->bytes[i]);
+      else memcpy(pd, R->x->bufs[rv], sn->bytes[i]);
+      continue;
+    }
+    Value *pv = &P->g->vals[v];
+    int64_t din = pv->dims[0], d = pv->dims[1], dh = d / heads;
+    for (int h = 0; h < heads; h++) {
+      float *hd = R->x->bufs[ref_value(P->g, R->g, v, h)];
+      for (int64_t r = 0; r < din; r++) {
+        float *a = (float *)pd + r * d + h * dh, *b = hd + r * dh;
+        if (to_ref) memcpy(b, a, sizeof(float) * dh);
+        else memcpy(a, b, sizeof(float) * dh);
+      }
+    }
+  }
+}
+
+/* Per-head stop mode (passes/guard_heads.c) on bert-mini, SGD: for guard
+ * patterns with some heads frozen, 3 steps, each from the same state in
+ * the per-head graph and in the reference (split_qkv, union stop mode):
+ * active parameters and state equal within 1e-6 (normwise), frozen ones
+ * bit-identical. Executed FLOPs: freezing k of H heads in every layer
+ * saves at least k times a head's attention backward (dCtx, dP, dV, dS.K,
+ * dS^T.Q GEMMs, dX through its Q/K/V columns) beyond what the union stop
+ * mode saves. */
+static int test_stop_heads(const char *model, int heads) {
+  int64_t batch = 2;
+  Step P, U, R;
+  if (compile(model, batch, 0, heads, 1, 1, &P) || compile(model, batch, 0, heads, 1, 2, &U)) return 1;
+  split_qkv_heads = 1;
+  int rc = compile(model, batch, 0, heads, 1, 2, &R);
+  split_qkv_heads = 0;
+  if (rc) return 1;
+  Graph *g = P.g;
+  int M = g->nmodules;
+  uint8_t *on = malloc((size_t)M);
+  /* FLOPs. Sizes from the first head block's q weight and the attention. */
+  int64_t S = g->vals[P.input].dims[1], D = 0, nlayers = 0;
+  for (int v = 0; v < g->nvals; v++)
+    if (g->vals[v].kind == V_PARAM && ends_with(g->vals[v].name, ".q.weight")) D = g->vals[v].dims[1], nlayers++;
+  int64_t dh = D / heads;
+  double per_head = 2.0 * batch * (S * D * dh + 4 * S * S * dh + 3 * S * dh * D);
+  printf("%s: %d modules, %d kernels (union stop %d, reference %d); a head's attention backward %.4g FLOPs\n",
+         model, M, g->nkernels, U.g->nkernels, R.g->nkernels, per_head);
+  memset(on, 1, (size_t)M);
+  double p0 = kernels_flops_guarded(P.g, on), u0 = kernels_flops_guarded(U.g, on);
+  for (int k = 1; k < heads; k++) {
+    memset(on, 1, (size_t)M);
+    for (int m = 0; m < M; m++) {
+      const char *nm = g->modules[m].name, *hp = strstr(nm, ".head");
+      if (hp && atoi(hp + 5) < k) on[m] = 0;
+    }
+    double pk = kernels_flops_guarded(P.g, on), uk = kernels_flops_guarded(U.g, on);
+    double want = per_head * k * nlayers;
+    printf("  %d of %d heads frozen per layer: per-head stop %.4g FLOPs (saves %.4g), union stop %.4g (saves %.4g); "
+           "extra saving %.4g, at least %.4g\n", k, heads, pk, p0 - pk, uk, u0 - uk, (p0 - pk) - (u0 - uk), want);
+    if (!((p0 - pk) - (u0 - uk) >= want) || !(p0 - pk >= want)) {
+      printf("  FAIL: freezing %d heads per layer does not skip their attention backward\n", k);
+      failures++;
+    }
+  }
+  /* Exactness against the reference. */
+  zero_floor = 1e-6;
+  Snap before, ref;
+  snap_init(&P, &before);
+  snap_init(&P, &ref);
+  const char *pats[] = {"all", "heads-half", "random", "one"};
+  for (size_t q = 0; q < sizeof pats / sizeof *pats; q++) {
+    pattern(g, pats[q], on);
+    Cmp c = {0};
+    for (int64_t step = 0; step < 3; step++) {
+      snap_take(&P, &before);
+      xfer(&P, &R, &before, 1, heads);
+      set_guards(&P, on);
+      set_guards(&R, on);
+      run_step(&P, step, 0.05);
+      run_step(&R, step, 0.05);
+      xfer(&P, &R, &ref, 0, heads);
+      compare_step(&P, &before, &ref, on, &c, 0);
+    }
+    int nfrozen = 0;
+    for (int k = 0; k < M; k++) nfrozen += !on[k];
+    printf("  %-10s %2d/%d frozen: active %lld elems (%lld differ in bits, max rel %.3g), frozen %lld elems "
+           "(%lld changed); FLOPs per-head %.4g, union %.4g, reference %.4g\n",
+           pats[q], nfrozen, M, (long long)c.active_n, (long long)c.active_bitdiff, c.max_rel, (long long)c.frozen_n,
+           (long long)c.frozen_bad, kernels_flops_guarded(P.g, on), kernels_flops_guarded(U.g, on),
+           kernels_flops_guarded(R.g, on));
+    if (c.active_bad || c.frozen_bad || c.active_n == 0) {
+      printf("  FAIL: pattern %s\n", pats[q]);
+      failures++;
+    }
+  }
+  zero_floor = 0;
+  snap_free(&before);
+  snap_free(&ref);
+  free(on);
+  step_free(&P);
+  step_free(&U);
+  step_free(&R);
   return 0;
 }
 
@@ -637,12 +870,18 @@ int main(int argc, char **argv) {
     rc = test_clip(argv[2]);
   } else if (!strcmp(mode, "stop") && argc >= 3) {
     rc = test_stop(argv[2]);
+  } else if (!strcmp(mode, "stop-allon") && argc >= 3) {
+    exact_stop = 1;
+    zero_floor = 1e-6;
+    rc = test_exact(argv[2], 0, argc > 3 ? (!strcmp(argv[3], "part") ? -1 : atoi(argv[3])) : 0, 2);
+  } else if (!strcmp(mode, "stop-heads") && argc >= 3) {
+    rc = test_stop_heads(argv[2], argc > 3 ? atoi(argv[3]) : 4);
   } else if (!strcmp(mode, "bench") && argc >= 4) {
     rc = bench(argv[2], atoll(argv[3]), argc > 4 ? (!strcmp(argv[4], "part") ? -1 : atoi(argv[4])) : 0,
                argc > 5 ? atoi(argv[5]) : 5);
   } else {
     fprintf(stderr, "usage: unit_guards [quick | exact MODEL sgd|adamw [heads] | stop MODEL | "
-                    "bench MODEL BATCH [heads [reps]]]\n");
+                    "stop-heads MODEL [heads] | stop-allon MODEL [heads] | bench MODEL BATCH [heads [reps]]]\n");
     return 2;
   }
   if (rc || failures) {
