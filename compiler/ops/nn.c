@@ -15,6 +15,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define NN_MAX_SP 4   /* spatial dims: each may need one clamped (dyn) load term */
@@ -309,6 +310,180 @@ static void gemm_level(Kernel *k, int64_t cnt, int64_t sa, int64_t sb, int64_t s
   l[0] = cnt; l[1] = sa; l[2] = sb; l[3] = sc;
 }
 
+/* ---------------------------------------------------------------- Conv: Winograd F(2x2, 3x3)
+ *
+ * A 3x3, stride-1, undilated, ungrouped 2-D conv with enough channels
+ * (a VGG/ResNet body conv, and the dX of one, which autodiff emits as such
+ * a conv) runs as Winograd's minimal filtering F(2x2, 3x3): each 2x2
+ * output tile is A^T [(G w G^T) .* (B^T d B)] A of its 4x4 input tile d.
+ * The channel contraction becomes 16 GEMMs [M, C] x [C, tiles], 2.25
+ * times fewer multiply-adds than im2col's, and the input is copied 4
+ * times (the transformed tiles) instead of 9.
+ *
+ * Layout: the transforms are loop kernels of a few signed taps, and they
+ * vectorize only along a long innermost loop, so the input is first staged
+ * as [C, rows, N, Wp] (every image's zero-padded row side by side): one
+ * row of tiles then runs across all images, N * (tw + 1) tiles long. Each
+ * image contributes one junk tile per row (the one straddling into the
+ * next image), computed and dropped (or, for dW, multiplied by zeros).
+ * The output tiles land in the same staged layout and one copy puts them
+ * back into NCHW. MATC_WINOGRAD=0 at compile time keeps im2col (for
+ * side-by-side measurements). */
+
+#define WG_MIN_CHANNELS 16   /* below, the [M, C] x [C, *] GEMMs are too thin to pay */
+
+static const double WG_BT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+static const double WG_G[4][3] = {{1, 0, 0}, {.5, .5, .5}, {.5, -.5, .5}, {0, 0, 1}};
+static const double WG_AT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+
+/* sum + c * t, dropping zero coefficients and folding +-1. */
+static Expr *wg_term(Graph *g, DType dt, Expr *sum, double c, Expr *t) {
+  if (c == 0) return sum;
+  if (c != 1 && c != -1) t = bin(g, B_MUL, e_const(g, dt, c), t);
+  if (!sum) return c == -1 ? e_un(g, U_NEG, t) : t;
+  return bin(g, c == -1 ? B_SUB : B_ADD, sum, t);
+}
+
+static int winograd_fits(const Geom *q, DType dt, int64_t G, int64_t C, int64_t M) {
+  const char *env = getenv("MATC_WINOGRAD");
+  if ((env && *env == '0') || (dt != DT_F32 && dt != DT_F64) || q->nsp != 2 || G != 1 ||
+      C < WG_MIN_CHANNELS || M < WG_MIN_CHANNELS)
+    return 0;
+  for (int i = 0; i < 2; i++)
+    if (q->k[i] != 3 || q->s[i] != 1 || q->d[i] != 1) return 0;
+  return 1;
+}
+
+/* The tile grid of a conv's output: th x tw tiles of 2x2 per image; staged
+ * rows are R = N * Wp long (Wp = 2 * tw + 2 per image) and hold X = R / 2
+ * tile columns. */
+typedef struct {
+  int64_t N, Ho, Wo, th, tw, Wp, R, X, NX;
+} WgGrid;
+
+static WgGrid wg_grid(int64_t N, int64_t Ho, int64_t Wo) {
+  WgGrid t = {.N = N, .Ho = Ho, .Wo = Wo, .th = (Ho + 1) / 2, .tw = (Wo + 1) / 2};
+  t.Wp = 2 * t.tw + 2;
+  t.R = N * t.Wp;
+  t.X = t.R / 2;
+  t.NX = t.th * t.X;
+  return t;
+}
+
+/* Zeros into the [C, rows, cols, len] box of a staged buffer at off. */
+static void wg_zero(Graph *g, int node, int dst, int64_t off, const int64_t *ext, const int64_t *st) {
+  if (!ext[0] || !ext[1] || !ext[2] || !ext[3]) return;
+  Kernel *k = k_loop(g, node, dst, 4, ext);
+  k->out_off = off;
+  memcpy(k->out_stride, st, 4 * sizeof(int64_t));
+  k->body = e_const(g, g->vals[dst].dt, 0);
+}
+
+/* dst[c, r, n, w] = src[n, c, r - top, w - left] (zero outside src's
+ * [H, W]) for rows x R: the staged layout above. A plain copy of the
+ * interior plus zeros around it, all of which vectorize (one kernel
+ * would need clamped loads at every element). */
+static int wg_stage(Graph *g, int node, int src, const WgGrid *t, int64_t rows, int64_t top, int64_t left) {
+  const Value *s = &g->vals[src];
+  int64_t C = s->dims[1], H = s->dims[2], W = s->dims[3], R = t->R, Wp = t->Wp, N = t->N;
+  int64_t ext[4] = {C, rows, N, Wp}, st[4] = {rows * R, R, Wp, 1};
+  int dst = new_temp(g, node, "winograd_staged", s->dt, 4, ext);
+  Kernel *k = k_loop(g, node, dst, 4, (int64_t[]){C, H, N, W});
+  k->out_off = top * R + left;
+  memcpy(k->out_stride, st, sizeof st);
+  k->body = load(g, src, (int64_t[KMAX_VARS]){H * W, W, C * H * W, 1});
+  wg_zero(g, node, dst, 0, (int64_t[]){C, top, N, Wp}, st);
+  wg_zero(g, node, dst, (top + H) * R, (int64_t[]){C, rows - top - H, N, Wp}, st);
+  wg_zero(g, node, dst, top * R, (int64_t[]){C, H, N, left}, st);
+  wg_zero(g, node, dst, top * R + left + W, (int64_t[]){C, H, N, Wp - left - W}, st);
+  return dst;
+}
+
+/* V[ab][c, ty, X] = sum_ij BT[a][i] BT[b][j] P[c, 2ty + i, 2X + j] over the
+ * staged input P [C, 2 * th + 3, R] (one spare zero row for the last
+ * tile's overhang): 16 loop kernels of 4 signed taps each. */
+static void wg_input_tiles(Graph *g, int node, int p, int v, const double (*BT)[4], int64_t C, const WgGrid *t) {
+  DType dt = g->vals[v].dt;
+  int64_t plane = (2 * t->th + 3) * t->R;
+  for (int a = 0; a < 4; a++)
+    for (int b = 0; b < 4; b++) {
+      Kernel *k = k_loop(g, node, v, 3, (int64_t[]){C, t->th, t->X});
+      k->out_off = (a * 4 + b) * C * t->NX;
+      shape_strides(3, k->ext, k->out_stride);
+      Expr *s = NULL;
+      for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+          s = wg_term(g, dt, s, BT[a][i] * BT[b][j],
+                      e_load(g, p, i * t->R + j, (int64_t[KMAX_VARS]){plane, 2 * t->R, 2}, KMAX_VARS));
+      k->body = s;
+    }
+}
+
+/* x [N, C, H, W] staged for its tiles: the conv's top/left padding, zeros
+ * below and right up to 2 * th + 3 rows and Wp columns. */
+static int wg_stage_input(Graph *g, int node, int x, const Geom *q, const WgGrid *t) {
+  return wg_stage(g, node, x, t, 2 * t->th + 3, q->pb[0], q->pb[1]);
+}
+
+/* The batched GEMM of the 16 tile points: out[ab] = A[ab] B[ab] (B[ab]^T
+ * when tb), a [m, k] times [k, n] product per point. */
+static void wg_gemm(Graph *g, int node, int a, int b, int out, int tb, int64_t m, int64_t n, int64_t k) {
+  Kernel *kg = k_extern(g, node, EXT_gemm);
+  k_arg(kg, a, 0);
+  k_arg(kg, b, 0);
+  k_arg(kg, out, 0);
+  gemm_params(kg, g->vals[out].dt, 0, m, n, k, k, 0.0);
+  kg->p[GEMM_TB] = tb;
+  kg->p[GEMM_LDB] = tb ? k : n;
+  gemm_level(kg, 16, m * k, k * n, m * n);
+}
+
+static int lower_conv_winograd(Graph *g, int node, const Geom *q) {
+  Node *n = &g->nodes[node];
+  int x = n->in[0], w = n->in[1], y = n->out[0];
+  DType dt = g->vals[x].dt;
+  int64_t C = g->vals[x].dims[1], M = g->vals[w].dims[0];
+  WgGrid t = wg_grid(g->vals[x].dims[0], q->out[0], q->out[1]);
+  int p = wg_stage_input(g, node, x, q, &t);
+  int u = new_temp(g, node, "winograd_w", dt, 3, (int64_t[]){16, M, C});
+  int v = new_temp(g, node, "winograd_in", dt, 3, (int64_t[]){16, C, t.NX});
+  int mm = new_temp(g, node, "winograd_prod", dt, 3, (int64_t[]){16, M, t.NX});
+  int ys = new_temp(g, node, "winograd_out", dt, 3, (int64_t[]){M, 2 * t.th, t.R});
+  /* U[ab][m, c] = sum_ij G[a][i] G[b][j] w[m, c, i, j] */
+  for (int a = 0; a < 4; a++)
+    for (int b = 0; b < 4; b++) {
+      Kernel *k = k_loop(g, node, u, 2, (int64_t[]){M, C});
+      k->out_off = (a * 4 + b) * M * C;
+      shape_strides(2, k->ext, k->out_stride);
+      Expr *s = NULL;
+      for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+          s = wg_term(g, dt, s, WG_G[a][i] * WG_G[b][j],
+                      e_load(g, w, i * 3 + j, (int64_t[KMAX_VARS]){C * 9, 9}, KMAX_VARS));
+      k->body = s;
+    }
+  wg_input_tiles(g, node, p, v, WG_BT, C, &t);
+  wg_gemm(g, node, u, v, mm, 0, M, t.NX, C);
+  /* Ys[m, 2ty + r, 2X + c] = sum_ab AT[r][a] AT[c][b] Prod[ab][m, ty, X] */
+  for (int r = 0; r < 2; r++)
+    for (int c = 0; c < 2; c++) {
+      Kernel *k = k_loop(g, node, ys, 3, (int64_t[]){M, t.th, t.X});
+      k->out_off = r * t.R + c;
+      memcpy(k->out_stride, (int64_t[]){2 * t.th * t.R, 2 * t.R, 2}, 3 * sizeof(int64_t));
+      Expr *s = NULL;
+      for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 4; b++)
+          s = wg_term(g, dt, s, WG_AT[r][a] * WG_AT[c][b],
+                      e_load(g, mm, (a * 4 + b) * M * t.NX, (int64_t[KMAX_VARS]){t.NX, t.X, 1}, KMAX_VARS));
+      k->body = s;
+    }
+  /* y[n, m, i, j] = Ys[m, i, n * Wp + j] (+ bias[m]) */
+  Kernel *k = k_elementwise(g, node, y);
+  Expr *s = load(g, ys, (int64_t[KMAX_VARS]){t.Wp, 2 * t.th * t.R, t.R, 1});
+  k->body = has_in(g, node, 2) ? bin(g, B_ADD, s, chan_load(g, n->in[2], 1, dt)) : s;
+  return MATC_OK;
+}
+
 int lower_conv(Graph *g, int node) {
   int64_t G, ks[MATC_MAX_RANK];
   Geom q;
@@ -327,6 +502,7 @@ int lower_conv(Graph *g, int node) {
     sd[i] = q.in[i];
   }
   int64_t Cg = C / G, Mg = M / G, K = Cg * kk;
+  if (winograd_fits(&q, dt, G, C, M)) return lower_conv_winograd(g, node, &q);
   int bias = has_in(g, node, 2);
   int src = pad ? emit_pad(g, node, x, &q, N * C, sd) : x;
   /* Images per im2col chunk: enough for a large GEMM, few enough that the
@@ -1431,6 +1607,59 @@ int infer_conv_grad_w(Graph *g, int node) {
   return MATC_OK;
 }
 
+/* Winograd dW, F(3x3, 2x2): each 2x2 tile g of dY correlated with its 4x4
+ * input tile d gives the tile's 3x3 share of dW as A^T [(G g G^T) .*
+ * (B^T d B)] A, so dW = A^T [sum over tiles of the products] A, and the
+ * sum over images and tiles is 16 GEMMs [M, tiles] x [tiles, C]. dY is
+ * staged like the input, with zeros past its edges, so junk tiles add 0. */
+static const double WD_BT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, -1, 0, 1}};
+static const double WD_G[4][2] = {{1, 0}, {.5, .5}, {.5, -.5}, {0, 1}};
+static const double WD_AT[3][4] = {{1, 1, 1, 0}, {0, 1, -1, 0}, {0, 1, 1, 1}};
+
+static int lower_conv_grad_w_winograd(Graph *g, int node, const Geom *q) {
+  Node *n = &g->nodes[node];
+  int x = n->in[0], dyv = n->in[1], dw = n->out[0];
+  DType dt = g->vals[x].dt;
+  int64_t C = g->vals[x].dims[1], M = g->vals[dyv].dims[1];
+  WgGrid t = wg_grid(g->vals[x].dims[0], q->out[0], q->out[1]);
+  int p = wg_stage_input(g, node, x, q, &t);
+  int yp = wg_stage(g, node, dyv, &t, 2 * t.th, 0, 0);
+  int gy = new_temp(g, node, "winograd_dy", dt, 3, (int64_t[]){16, M, t.NX});
+  int v = new_temp(g, node, "winograd_in", dt, 3, (int64_t[]){16, C, t.NX});
+  int sm = new_temp(g, node, "winograd_sum", dt, 3, (int64_t[]){16, M, C});
+  /* Gy[ab][m, ty, X] = sum_uv G[a][u] G[b][v] dY'[m, 2ty + u, 2X + v] */
+  int64_t plane = 2 * t.th * t.R;
+  for (int a = 0; a < 4; a++)
+    for (int b = 0; b < 4; b++) {
+      Kernel *k = k_loop(g, node, gy, 3, (int64_t[]){M, t.th, t.X});
+      k->out_off = (a * 4 + b) * M * t.NX;
+      shape_strides(3, k->ext, k->out_stride);
+      Expr *s = NULL;
+      for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++)
+          s = wg_term(g, dt, s, WD_G[a][i] * WD_G[b][j],
+                      e_load(g, yp, i * t.R + j, (int64_t[KMAX_VARS]){plane, 2 * t.R, 2}, KMAX_VARS));
+      k->body = s;
+    }
+  wg_input_tiles(g, node, p, v, WD_BT, C, &t);
+  wg_gemm(g, node, gy, v, sm, 1, M, C, t.NX);
+  /* dW[m, c, i, j] = sum_ab AT[i][a] AT[j][b] S[ab][m, c] */
+  for (int i = 0; i < 3; i++)
+    for (int j = 0; j < 3; j++) {
+      Kernel *k = k_loop(g, node, dw, 2, (int64_t[]){M, C});
+      k->out_off = i * 3 + j;
+      k->out_stride[0] = C * 9;
+      k->out_stride[1] = 9;
+      Expr *s = NULL;
+      for (int a = 0; a < 4; a++)
+        for (int b = 0; b < 4; b++)
+          s = wg_term(g, dt, s, WD_AT[i][a] * WD_AT[j][b],
+                      e_load(g, sm, (a * 4 + b) * M * C, (int64_t[KMAX_VARS]){C, 1}, KMAX_VARS));
+      k->body = s;
+    }
+  return MATC_OK;
+}
+
 /* dW[g] = sum over images of dY[n, g] col[n, g]^T: dY transposed once to
  * [M, N, P] so a chunk's images are one [Mg, nb*P] operand beside the
  * forward's im2col buffer [Cg*k, nb*P]; chunks accumulate (beta = 1). */
@@ -1451,6 +1680,7 @@ int lower_conv_grad_w(Graph *g, int node) {
     sd[i] = q.in[i];
   }
   int64_t Cg = C / G, Mg = M / G, K = Cg * kk;
+  if (winograd_fits(&q, dt, G, C, M)) return lower_conv_grad_w_winograd(g, node, &q);
   int src = pad ? emit_pad(g, node, x, &q, N * C, sd) : x;
   int dyt = dyv;
   if (N > 1) {

@@ -215,6 +215,13 @@ def more():
     write("upsample_linear_opset9", "Upsample", [("x", rand(1, 2, 3, 4)), ("scales", np.array([1, 1, 2, 1.5], np.float32))],
           dict(mode="linear"), consts=[("scales", np.array([1, 1, 2, 1.5], np.float32))], opset=9)
 
+    # 3x3 stride-1 convs with >= 16 channels take the Winograd F(2x2, 3x3)
+    # path (compiler/ops/nn.c), their dX too: odd outputs (a tile's second
+    # row/column cut off), asymmetric and no padding, bias.
+    conv("conv2d_winograd_odd_bias", rand(2, 16, 5, 7), rand(16, 16, 3, 3), rand(16), pads=[1, 1, 1, 1])
+    conv("conv2d_winograd_asym_pad", rand(1, 16, 6, 4), rand(20, 16, 3, 3), pads=[0, 1, 2, 0])
+    conv("conv2d_winograd_no_pad", rand(2, 17, 4, 5), rand(16, 17, 3, 3), rand(16))
+
 
 if __name__ == "__main__":
     main()
