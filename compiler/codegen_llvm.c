@@ -15,6 +15,7 @@
 #include "../runtime/rt.h"
 
 #include <llvm-c/Core.h>
+#include <llvm-c/DebugInfo.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +40,7 @@ typedef struct {
   Expr **memo_e;
   LLVMValueRef *memo_v;
   int nmemo, capmemo;
+  int no_unroll;                        /* the kernel being built has Kernel.no_unroll */
 } CG;
 
 static LLVMTypeRef ty_of(CG *c, DType dt) {
@@ -486,7 +488,17 @@ static void loop_begin(CG *c, Loop *l, LLVMValueRef var, LLVMValueRef start, LLV
 static void loop_end(CG *c, Loop *l) {
   LLVMValueRef i = LLVMBuildLoad2(c->b, c->i64, l->var, "");
   LLVMBuildStore(c->b, LLVMBuildAdd(c->b, i, ci64(c, 1), ""), l->var);
-  LLVMBuildBr(c->b, l->header);
+  LLVMValueRef br = LLVMBuildBr(c->b, l->header);
+  if (c->no_unroll) {
+    /* loop ID !{self, !{"llvm.loop.unroll.disable"}} on the back edge; the
+     * vectorizer keeps it on the loops it makes */
+    LLVMMetadataRef self = LLVMTemporaryMDNode(c->cx, NULL, 0);
+    LLVMMetadataRef s = LLVMMDStringInContext2(c->cx, "llvm.loop.unroll.disable", 24);
+    LLVMMetadataRef ops[2] = {self, LLVMMDNodeInContext2(c->cx, &s, 1)};
+    LLVMMetadataRef id = LLVMMDNodeInContext2(c->cx, ops, 2);
+    LLVMMetadataReplaceAllUsesWith(self, id);
+    LLVMSetMetadata(br, LLVMGetMDKindIDInContext(c->cx, "llvm.loop", 9), LLVMMetadataAsValue(c->cx, id));
+  }
   LLVMPositionBuilderAtEnd(c->b, l->exit);
 }
 
@@ -578,6 +590,7 @@ static void emit_loop_kernel(CG *c, Kernel *k, int idx) {
   LLVMPositionBuilderAtEnd(c->b, entry);
   c->out_root = storage_root(g, k->out);
   c->scope = kernel_scope(c, idx);
+  c->no_unroll = k->no_unroll;
 
   /* Base pointers of every value the kernel touches, loaded once. */
   char *used = calloc(g->nvals, 1);

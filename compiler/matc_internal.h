@@ -394,6 +394,9 @@ typedef struct Kernel {
   int np;
   int64_t p[KMAX_EXT_PARAMS];
   int pred;                      /* guard predicate (passes/guards.c), 0 = always runs */
+  int no_unroll;                 /* loop kernels: LLVM must not unroll its loops (data
+                                    movement over large constant extents, where unrolling
+                                    the vectorized loops costs seconds of compile time) */
 } Kernel;
 
 /* A scratch value of a node (a row statistic, an im2col buffer): produced
