@@ -372,7 +372,7 @@ static WgGrid wg_grid(int64_t N, int64_t Ho, int64_t Wo) {
   return t;
 }
 
-/* Zeros into the [C, rows, cols, len] box of a staged buffer at off. */
+/* Zeros into the [C, rows, N, cols] box of a staged buffer at off. */
 static void wg_zero(Graph *g, int node, int dst, int64_t off, const int64_t *ext, const int64_t *st) {
   if (!ext[0] || !ext[1] || !ext[2] || !ext[3]) return;
   Kernel *k = k_loop(g, node, dst, 4, ext);
