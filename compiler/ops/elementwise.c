@@ -493,7 +493,10 @@ int grad_unary(AD *ad, int node, const int *dy, int *dx) {
   case OP_Cos: r = ad_neg(ad, ad_mul(ad, d, ad_unary(ad, "Sin", x))); break;
   case OP_Softplus: r = ad_mul(ad, d, ad_unary(ad, "Sigmoid", x)); break;
   case OP_Relu: case OP_LeakyRelu: {
-    int pos = ad_node(ad, "Greater", 2, (int[]){x, ad_const(ad, dt, 0)}, 0, NULL);
+    /* Relu's mask reads its output (y > 0 exactly where x > 0), so x
+     * need not outlive the forward pass: a BatchNormalization or bias add
+     * feeding it then fuses into it instead of writing x for the backward. */
+    int pos = ad_node(ad, "Greater", 2, (int[]){n.op == OP_Relu ? y : x, ad_const(ad, dt, 0)}, 0, NULL);
     int other = n.op == OP_Relu ? ad_zeros_like(ad, d) : ad_scale(ad, d, attr_f(&n, "alpha", 0.01f));
     r = ad_node(ad, "Where", 3, (int[]){pos, d, other}, 0, NULL);
     break;
