@@ -1797,6 +1797,15 @@ static Expr *covering_window(Graph *g, const Geom *q, int i, Expr *kt, Expr **va
   return bin(g, B_MIN, o, ci(g, q->out[i] - 1));
 }
 
+/* Windows that tile the input without overlap or padding (the usual 2x2
+ * stride-2 max pool): each input element lies in at most one window, at
+ * tap (h mod s) of window h / s, so dX needs one tap instead of kk. */
+static int pool_disjoint(const Geom *q) {
+  for (int i = 0; i < q->nsp; i++)
+    if (q->s[i] != q->k[i] || q->d[i] != 1 || q->pb[i] != 0) return 0;
+  return 1;
+}
+
 /* One kernel over dX: every input element sums, over the taps of the
  * window shape, dY of the window that holds it at that tap (divided by
  * the window's count, or only where that tap is the window's argmax).
@@ -1846,6 +1855,23 @@ int lower_pool_grad(Graph *g, int node) {
   }
   int64_t kk = shape_nelem(nsp, q.k);
   int unroll = kk <= POOL_UNROLL;
+  if (pool_disjoint(&q)) {   /* one window per input element at most */
+    Kernel *k = k_loop(g, node, dxv, 1 + nsp, xext);
+    shape_strides(1 + nsp, xext, k->out_stride);
+    int64_t st[KMAX_VARS] = {shape_nelem(nsp, q.out)};
+    Expr *ld = load(g, src, st), *al = arg >= 0 ? load(g, arg, st) : NULL, *ok = NULL, *tap = NULL;
+    for (int i = 0; i < nsp; i++) {
+      Expr *h = e_index(g, 1 + i), *o = bin(g, B_DIV, h, ci(g, q.s[i]));
+      ok = and_(g, ok, bin(g, B_LT, o, ci(g, q.out[i])));
+      e_load_dyn(ld, bin(g, B_MIN, o, ci(g, q.out[i] - 1)), ost[i]);
+      if (al) e_load_dyn(al, bin(g, B_MIN, o, ci(g, q.out[i] - 1)), ost[i]);
+      Expr *part = bin(g, B_MUL, bin(g, B_SUB, h, bin(g, B_MUL, o, ci(g, q.s[i]))), ci(g, kst[i]));
+      tap = tap ? bin(g, B_ADD, tap, part) : part;
+    }
+    if (al) ok = bin(g, B_AND, ok, bin(g, B_EQ, al, tap));
+    k->body = e_sel(g, ok, div ? bin(g, B_DIV, ld, div) : ld, e_const(g, dt, 0));
+    return MATC_OK;
+  }
   Kernel *k = k_loop(g, node, dxv, 1 + nsp, xext);
   shape_strides(1 + nsp, xext, k->out_stride);
   if (!unroll) {

@@ -221,6 +221,15 @@ def more():
     conv("conv2d_winograd_odd_bias", rand(2, 16, 5, 7), rand(16, 16, 3, 3), rand(16), pads=[1, 1, 1, 1])
     conv("conv2d_winograd_asym_pad", rand(1, 16, 6, 4), rand(20, 16, 3, 3), pads=[0, 1, 2, 0])
     conv("conv2d_winograd_no_pad", rand(2, 17, 4, 5), rand(16, 17, 3, 3), rand(16))
+    # Pooling windows that tile the input (stride = window, no padding) take
+    # a one-tap dX (compiler/ops/nn.c, pool_disjoint): odd sizes, whose last
+    # row and column no window covers (floor) or only a partial one (ceil).
+    mp = lambda case, x, **a: write(case, "MaxPool", [("x", x)], a)
+    mp("maxpool2d_disjoint_odd", distinct(2, 3, 7, 5), kernel_shape=[2, 2], strides=[2, 2])
+    mp("maxpool2d_disjoint_ceil", distinct(1, 2, 7, 7), kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
+    mp("maxpool1d_disjoint", distinct(2, 3, 10), kernel_shape=[3], strides=[3])
+    write("avgpool2d_disjoint_ceil", "AveragePool", [("x", rand(1, 2, 7, 5))],
+          dict(kernel_shape=[2, 3], strides=[2, 3], ceil_mode=1))
 
 
 if __name__ == "__main__":
