@@ -28,6 +28,7 @@ ldd ./mlp-trainer > ldd.txt || fail "ldd mlp-trainer"
 "$matc" train "$model" $opts --steps 20 --log a.jsonl --out a.onnx 2>a.err || { cat a.err; fail "matc train mlp"; }
 ./mlp-trainer --steps 20 --log b.jsonl --out b.onnx 2>b.err || { cat b.err; fail "trainer mlp"; }
 [ "$(wc -l < b.jsonl)" -eq 20 ] || fail "the trainer's log has $(wc -l < b.jsonl) lines, not 20"
+grep -q "training $model:" b.err || { cat b.err; fail "the trainer does not name its model $model"; }
 nolog a.jsonl > a.txt; nolog b.jsonl > b.txt
 cmp -s a.txt b.txt || { diff a.txt b.txt | head; fail "mlp: the trainer's losses differ from matc train's"; }
 cmp a.onnx b.onnx || fail "mlp: the trainer's --out model differs from matc train's"

@@ -89,6 +89,9 @@ matc_test(fusion sh ${MATC_SRC}/tests/fusion.sh $<TARGET_FILE:matc> ${MATC_SRC}/
 
 # Layout edge cases the ONNX tests miss, checked against pure-Python
 # references (python3 standard library only).
+# Debian's /usr/bin/python3 first (the one the project's tools are written
+# for), not whichever python3 leads PATH.
+find_program(PYTHON3 NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
 find_program(PYTHON3 NAMES python3)
 if(PYTHON3)
   matc_test(layout-edge-cases ${PYTHON3} ${MATC_SRC}/tests/layout/edge.py $<TARGET_FILE:matc>)

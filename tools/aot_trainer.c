@@ -173,6 +173,7 @@ int matc_trainer_main(int argc, char **argv) {
     return 2;
   }
   if (check_fixed(&compiled, &o)) return 2;
+  o.model_name = matc_plan_model_name;
   if (o.threads > 0) matc_rt_set_threads(o.threads);
   exec_backend = &aot_backend;
   next_graph = 0;

@@ -10,6 +10,8 @@
 
 typedef struct {
   const char *cmd, *model, *data, *dump_after;
+  const char *model_name;         /* how messages name the model, when not by its path (a
+                                     compiled trainer reads its own from an in-memory file) */
   int64_t batch;
   double rtol, atol;
   int json, verbose, repeat, threads, fd, f64, allow_random, atol_set;
@@ -36,6 +38,9 @@ typedef struct {
   const char *output, *target_cpu;
   int compile_only;
 } Options;
+
+/* The model as messages and checkpoints name it. */
+static inline const char *model_label(const Options *o) { return o->model_name ? o->model_name : o->model; }
 
 extern const Pass front_passes[];
 

@@ -26,17 +26,17 @@ int mat_setup(MatRun *m, const Options *o, Graph *fwd, Graph *train, Exec *tx, c
   m->n = train->nmodules;
   if (m->n < 1 || train->guard_value < 0) {
     fprintf(stderr, "matc: %s: --mat on, but the partition found no module to train adaptively (see matc "
-            "inspect; a --partition file can name modules)\n", o->model);
+            "inspect; a --partition file can name modules)\n", model_label(o));
     return 1;
   }
   if (fwd->nmodules != m->n) {
-    fprintf(stderr, "matc: %s: the probe graph has %d modules, the training step %d\n", o->model, fwd->nmodules,
+    fprintf(stderr, "matc: %s: the probe graph has %d modules, the training step %d\n", model_label(o), fwd->nmodules,
             m->n);
     return 1;
   }
   for (int k = 0; k < m->n; k++)
     if (strcmp(fwd->modules[k].name, train->modules[k].name)) {
-      fprintf(stderr, "matc: %s: module %d is '%s' in the probe graph but '%s' in the training step\n", o->model,
+      fprintf(stderr, "matc: %s: module %d is '%s' in the probe graph but '%s' in the training step\n", model_label(o),
               k, fwd->modules[k].name, train->modules[k].name);
       return 1;
     }

@@ -27,32 +27,32 @@ typedef struct {
 /* Imports the model and binds its first input to [batch, example dims]. */
 static int load_model(Options *o, const DataShape *in, Compiled *c) {
   memset(c, 0, sizeof *c);
-  c->g = graph_new(o->model);
+  c->g = graph_new(model_label(o));
   c->g->dump_after = o->dump_after;
   c->g->profile = getenv("MATC_PROFILE") && *getenv("MATC_PROFILE") == '1';
   int rc = import_onnx(c->g, o->model);
   if (rc) return report(c->g, rc);
   if (c->g->ninputs < 1) {
-    fprintf(stderr, "matc: %s: the model has no input to feed data to\n", o->model);
+    fprintf(stderr, "matc: %s: the model has no input to feed data to\n", model_label(o));
     return 1;
   }
   c->input = c->g->inputs[0];
   Value *v = &c->g->vals[c->input];
   if (v->dt != (DType)in->dtype) {
-    fprintf(stderr, "matc: %s: input '%s' is %s but the data gives %s\n", o->model, v->name,
+    fprintf(stderr, "matc: %s: input '%s' is %s but the data gives %s\n", model_label(o), v->name,
             dt_name(v->dt), dt_name((DType)in->dtype));
     return 1;
   }
   if (v->rank >= 0 && v->rank != in->rank + 1) {
     fprintf(stderr, "matc: %s: input '%s' has rank %d but the data gives examples of rank %d (plus the "
-            "batch)\n", o->model, v->name, v->rank, in->rank);
+            "batch)\n", model_label(o), v->name, v->rank, in->rank);
     return 1;
   }
   v->rank = in->rank + 1;
   v->dims[0] = o->batch;
   for (int i = 0; i < in->rank; i++) {
     if (v->dims[i + 1] >= 0 && v->dims[i + 1] != in->dims[i]) {
-      fprintf(stderr, "matc: %s: input '%s' dimension %d is %lld but the data gives %lld\n", o->model,
+      fprintf(stderr, "matc: %s: input '%s' dimension %d is %lld but the data gives %lld\n", model_label(o),
               v->name, i + 1, (long long)v->dims[i + 1], (long long)in->dims[i]);
       return 1;
     }
@@ -364,7 +364,7 @@ static int train(Options *o, int *together) {
   if (load_model(o, &in, &tr)) goto done;
   CkptMeta meta;
   memset(&meta, 0, sizeof meta);
-  snprintf(meta.model, sizeof meta.model, "%s", o->model);
+  snprintf(meta.model, sizeof meta.model, "%s", model_label(o));
   snprintf(meta.optimizer, sizeof meta.optimizer, "%s", o->optimizer);
   meta.fingerprint = model_fingerprint(tr.g, &meta.ninit);
   meta.seed = o->seed;
@@ -498,7 +498,7 @@ static int train(Options *o, int *together) {
   int64_t tg_elems = shape_nelem(tg.rank, tg.dims);
   if (lead) {
     fprintf(stderr, "matc: training %s: %lld parameters in %d tensors, %s, batch %lld, %lld steps; "
-            "%lld training / %lld evaluation examples\n", o->model, (long long)ts.nparam_elems, ts.nparams,
+            "%lld training / %lld evaluation examples\n", model_label(o), (long long)ts.nparam_elems, ts.nparams,
             o->optimizer, (long long)o->batch, (long long)o->steps, (long long)sm.ntrain, (long long)es->neval);
     if (ranks > 1)
       fprintf(stderr, "matc: data parallel over %d ranks (%s%s): global batch %lld = %d x %lld; gradients summed "
