@@ -434,13 +434,20 @@ void matc_rt_grad_get(void **ptrs, const int64_t *p) {
 
 /* ---------------------------------------------------------------- collectives */
 
-void dp_allreduce_f64(double *v, int n, int op, const char *what) {
 #ifdef MATC_HAVE_MPI
+/* A small in-place allreduce of n values of type t across the ranks. */
+static void allreduce(void *v, int n, MPI_Datatype t, int op, const char *what) {
   if (dp.size <= 1) return;
   begin(what);
   MPI_Request r;
-  check(MPI_Iallreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, mpi_op(op), dp.comm, &r), what);
+  check(MPI_Iallreduce(MPI_IN_PLACE, v, n, t, mpi_op(op), dp.comm, &r), what);
   wait_req(&r, what);
+}
+#endif
+
+void dp_allreduce_f64(double *v, int n, int op, const char *what) {
+#ifdef MATC_HAVE_MPI
+  allreduce(v, n, MPI_DOUBLE, op, what);
 #else
   (void)v, (void)n, (void)op, (void)what;
 #endif
@@ -448,11 +455,7 @@ void dp_allreduce_f64(double *v, int n, int op, const char *what) {
 
 void dp_allreduce_i64(int64_t *v, int n, int op, const char *what) {
 #ifdef MATC_HAVE_MPI
-  if (dp.size <= 1) return;
-  begin(what);
-  MPI_Request r;
-  check(MPI_Iallreduce(MPI_IN_PLACE, v, n, MPI_INT64_T, mpi_op(op), dp.comm, &r), what);
-  wait_req(&r, what);
+  allreduce(v, n, MPI_INT64_T, op, what);
 #else
   (void)v, (void)n, (void)op, (void)what;
 #endif
