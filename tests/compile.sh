@@ -28,7 +28,7 @@ ldd ./mlp-trainer > ldd.txt || fail "ldd mlp-trainer"
 "$matc" train "$model" $opts --steps 20 --log a.jsonl --out a.onnx 2>a.err || { cat a.err; fail "matc train mlp"; }
 ./mlp-trainer --steps 20 --log b.jsonl --out b.onnx 2>b.err || { cat b.err; fail "trainer mlp"; }
 [ "$(wc -l < b.jsonl)" -eq 20 ] || fail "the trainer's log has $(wc -l < b.jsonl) lines, not 20"
-grep -q "training $model:" b.err || { cat b.err; fail "the trainer does not name its model $model"; }
+grep -qF "training $model:" b.err || { cat b.err; fail "the trainer does not name its model $model"; }
 nolog a.jsonl > a.txt; nolog b.jsonl > b.txt
 cmp -s a.txt b.txt || { diff a.txt b.txt | head; fail "mlp: the trainer's losses differ from matc train's"; }
 cmp a.onnx b.onnx || fail "mlp: the trainer's --out model differs from matc train's"
@@ -47,10 +47,15 @@ echo "ok   mlp trainer: 10 steps + checkpoint + --resume == 20 steps"
 # 1b. MAT (three graphs: the step with guards, the mNTK probe, evaluation),
 # and a trainer for any x86-64 (--target-cpu generic) runs.
 opts="$data --optimizer sgd --lr 0.02 --momentum 0.9 --mat on --mat-warmup 3 --mat-refresh 4"
-"$matc" compile "$model" -o mat-trainer $opts 2>cm.err || { cat cm.err; fail "compile mlp --mat on"; }
+# compiled from a copy that is gone when the trainer runs: it must use
+# only its embedded model (the mNTK probe re-imports the model too)
+cp "$model" gone.onnx
+"$matc" compile gone.onnx -o mat-trainer $opts 2>cm.err || { cat cm.err; fail "compile mlp --mat on"; }
+rm gone.onnx
 grep -q "3 graphs compiled" cm.err || { cat cm.err; fail "compile --mat on: not 3 graphs"; }
 "$matc" train "$model" $opts --steps 20 --log ma.jsonl 2>ma.err || { cat ma.err; fail "matc train --mat on"; }
 ./mat-trainer --steps 20 --log mb.jsonl 2>mb.err || { cat mb.err; fail "trainer --mat on"; }
+grep -qF "training gone.onnx:" mb.err || { cat mb.err; fail "the MAT trainer does not name its model gone.onnx"; }
 grep -q lambda mb.jsonl || fail "the MAT trainer's log has no probe"
 sed 's/,"ms":[0-9.e+-]*//; s/,"probe_ms":[0-9.e+-]*//' ma.jsonl > ma.txt
 sed 's/,"ms":[0-9.e+-]*//; s/,"probe_ms":[0-9.e+-]*//' mb.jsonl > mb.txt

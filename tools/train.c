@@ -27,7 +27,7 @@ typedef struct {
 /* Imports the model and binds its first input to [batch, example dims]. */
 static int load_model(Options *o, const DataShape *in, Compiled *c) {
   memset(c, 0, sizeof *c);
-  c->g = graph_new(model_label(o));
+  c->g = graph_new(o->model);   /* the file: the MAT probe re-imports from it */
   c->g->dump_after = o->dump_after;
   c->g->profile = getenv("MATC_PROFILE") && *getenv("MATC_PROFILE") == '1';
   int rc = import_onnx(c->g, o->model);

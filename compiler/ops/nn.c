@@ -1797,9 +1797,10 @@ static Expr *covering_window(Graph *g, const Geom *q, int i, Expr *kt, Expr **va
   return bin(g, B_MIN, o, ci(g, q->out[i] - 1));
 }
 
-/* Windows that tile the input without overlap or padding (the usual 2x2
- * stride-2 max pool): each input element lies in at most one window, at
- * tap (h mod s) of window h / s, so dX needs one tap instead of kk. */
+/* Windows that tile the input without overlap or leading padding (the
+ * usual 2x2 stride-2 max pool; end padding and ceil mode's partial last
+ * windows qualify): each input element lies in at most one window, at tap
+ * (h mod s) of window h / s, so dX needs one tap instead of kk. */
 static int pool_disjoint(const Geom *q) {
   for (int i = 0; i < q->nsp; i++)
     if (q->s[i] != q->k[i] || q->d[i] != 1 || q->pb[i] != 0) return 0;

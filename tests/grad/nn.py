@@ -230,6 +230,8 @@ def more():
     mp("maxpool1d_disjoint", distinct(2, 3, 10), kernel_shape=[3], strides=[3])
     write("avgpool2d_disjoint_ceil", "AveragePool", [("x", rand(1, 2, 7, 5))],
           dict(kernel_shape=[2, 3], strides=[2, 3], ceil_mode=1))
+    mp("maxpool2d_disjoint_endpad", distinct(1, 2, 5, 6), kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 2])
+    write("lppool2d_disjoint", "LpPool", [("x", signed(2, 2, 6, 4))], dict(kernel_shape=[2, 2], strides=[2, 2]))
 
 
 if __name__ == "__main__":
