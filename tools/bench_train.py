@@ -9,8 +9,13 @@ optimizer.step. GFLOP/s divides the operations matc counts for one step
 SGEMM peak is OpenBLAS on N=1024 square products with the same threads
 (build/sgemm_peak), measured in the same run.
 
+On a shared machine one run says little: --repeat N measures each model N
+times, matc and PyTorch alternating, prints every run and then the median
+speedup and both sides' median and fastest step (the fastest steps are the
+comparison least disturbed by other tenants' load).
+
 Developer tool (needs python3-torch).
-usage: tools/bench_train.py [--threads 2] [--steps 30] [MODEL[:BATCH] ...]
+usage: tools/bench_train.py [--threads 2] [--steps 30] [--repeat 1] [MODEL[:BATCH] ...]
 """
 import argparse
 import json
@@ -90,6 +95,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("models", nargs="*", default=list(SETUP))
     a = ap.parse_args()
     peak = float(subprocess.run([os.path.join(ROOT, "build", "sgemm_peak"), str(a.threads), "1024", "9"],
@@ -100,12 +106,23 @@ def main():
     for m in a.models:
         name, _, b = m.partition(":")
         batch = int(b) if b else SETUP[name][0]
-        ms, flops = matc_step(name, batch, a.threads, a.steps)
-        tms = torch_step(name, batch, a.threads, a.steps)
-        gf = flops / ms / 1e6
-        print("%-12s %5d %10.2f %10.2f %7.2fx %10.1f %7.1f%% %10.1f" % (name, batch, ms, tms, tms / ms, gf,
-                                                                       100 * gf / peak, flops / tms / 1e6))
-        sys.stdout.flush()
+        runs = []
+        for _ in range(a.repeat):
+            ms, flops = matc_step(name, batch, a.threads, a.steps)
+            tms = torch_step(name, batch, a.threads, a.steps)
+            runs.append((ms, tms))
+            gf = flops / ms / 1e6
+            print("%-12s %5d %10.2f %10.2f %7.2fx %10.1f %7.1f%% %10.1f" % (name, batch, ms, tms, tms / ms, gf,
+                                                                           100 * gf / peak, flops / tms / 1e6))
+            sys.stdout.flush()
+        if a.repeat > 1:
+            mine, theirs = [r[0] for r in runs], [r[1] for r in runs]
+            print("%-12s %d runs: speedup median %.2fx (%.2fx to %.2fx); matc step median %.2f ms, fastest %.2f; "
+                  "PyTorch median %.2f ms, fastest %.2f (fastest against fastest: %.2fx)"
+                  % (name, a.repeat, statistics.median(t / m for m, t in runs), min(t / m for m, t in runs),
+                     max(t / m for m, t in runs), statistics.median(mine), min(mine), statistics.median(theirs),
+                     min(theirs), min(theirs) / min(mine)))
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":
