@@ -1797,6 +1797,14 @@ static Expr *covering_window(Graph *g, const Geom *q, int i, Expr *kt, Expr **va
   return bin(g, B_MIN, o, ci(g, q->out[i] - 1));
 }
 
+/* One tap's share of dX: dY of the window (ld, divided by div when it
+ * is a constant count) where the window exists (ok) and, for max pooling,
+ * where its argmax (al) is this tap. */
+static Expr *pool_grad_term(Graph *g, Expr *ld, Expr *al, Expr *tap, Expr *ok, Expr *div, DType dt) {
+  if (al) ok = bin(g, B_AND, ok, bin(g, B_EQ, al, tap));
+  return e_sel(g, ok, div ? bin(g, B_DIV, ld, div) : ld, e_const(g, dt, 0));
+}
+
 /* Windows that tile the input without overlap or leading padding (the
  * usual 2x2 stride-2 max pool; end padding and ceil mode's partial last
  * windows qualify): each input element lies in at most one window, at tap
@@ -1854,8 +1862,6 @@ int lower_pool_grad(Graph *g, int node) {
     k->red = R_ARGMAX;
     k->post = e_acc(g, DT_I64);
   }
-  int64_t kk = shape_nelem(nsp, q.k);
-  int unroll = kk <= POOL_UNROLL;
   if (pool_disjoint(&q)) {   /* one window per input element at most */
     Kernel *k = k_loop(g, node, dxv, 1 + nsp, xext);
     shape_strides(1 + nsp, xext, k->out_stride);
@@ -1869,10 +1875,11 @@ int lower_pool_grad(Graph *g, int node) {
       Expr *part = bin(g, B_MUL, bin(g, B_SUB, h, bin(g, B_MUL, o, ci(g, q.s[i]))), ci(g, kst[i]));
       tap = tap ? bin(g, B_ADD, tap, part) : part;
     }
-    if (al) ok = bin(g, B_AND, ok, bin(g, B_EQ, al, tap));
-    k->body = e_sel(g, ok, div ? bin(g, B_DIV, ld, div) : ld, e_const(g, dt, 0));
+    k->body = pool_grad_term(g, ld, al, tap, ok, div, dt);
     return MATC_OK;
   }
+  int64_t kk = shape_nelem(nsp, q.k);
+  int unroll = kk <= POOL_UNROLL;
   Kernel *k = k_loop(g, node, dxv, 1 + nsp, xext);
   shape_strides(1 + nsp, xext, k->out_stride);
   if (!unroll) {
@@ -1899,8 +1906,7 @@ int lower_pool_grad(Graph *g, int node) {
       if (al) e_load_dyn(al, o, ost[i]);
       ok = and_(g, ok, v);
     }
-    if (al) ok = bin(g, B_AND, ok, bin(g, B_EQ, al, tap));
-    Expr *term = e_sel(g, ok, div ? bin(g, B_DIV, ld, div) : ld, e_const(g, dt, 0));
+    Expr *term = pool_grad_term(g, ld, al, tap, ok, div, dt);
     acc = acc ? bin(g, B_ADD, acc, term) : term;
   }
   k->body = acc;
