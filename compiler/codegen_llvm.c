@@ -578,10 +578,14 @@ static LLVMValueRef combine(CG *c, ReduceKind red, DType dt, LLVMValueRef acc, L
   return NULL;
 }
 
-static void emit_loop_kernel(CG *c, Kernel *k, int idx) {
+/* Emits kernel idx[0] and the n - 1 kernels joined to it (see
+ * kernel_joins) as one function: one loop nest, every member's body and
+ * store in its innermost loop. */
+static void emit_loop_kernel(CG *c, const int *idx, int n) {
   Graph *g = c->g;
+  Kernel *k = &g->kernels[idx[0]];
   char name[32];
-  snprintf(name, sizeof name, "k%d", idx);
+  snprintf(name, sizeof name, "k%d", idx[0]);
   c->fn = LLVMAddFunction(c->mod, name, c->task_ty);
   LLVMSetLinkage(c->fn, LLVMInternalLinkage);
   c->bufs = LLVMGetParam(c->fn, 0);
@@ -589,14 +593,16 @@ static void emit_loop_kernel(CG *c, Kernel *k, int idx) {
   LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->cx, c->fn, "entry");
   LLVMPositionBuilderAtEnd(c->b, entry);
   c->out_root = storage_root(g, k->out);
-  c->scope = kernel_scope(c, idx);
+  c->scope = kernel_scope(c, idx[0]);
   c->no_unroll = k->no_unroll;
 
   /* Base pointers of every value the kernel touches, loaded once. */
   char *used = calloc(g->nvals, 1);
-  collect_vals(k->body, used);
-  collect_vals(k->post, used);
-  used[k->out] = 1;
+  for (int m = 0; m < n; m++) {
+    collect_vals(g->kernels[idx[m]].body, used);
+    collect_vals(g->kernels[idx[m]].post, used);
+    used[g->kernels[idx[m]].out] = 1;
+  }
   memset(c->base, 0, sizeof(LLVMValueRef) * g->nvals);
   for (int v = 0; v < g->nvals; v++) {
     if (!used[v]) continue;
@@ -685,6 +691,19 @@ static void emit_loop_kernel(CG *c, Kernel *k, int idx) {
   LLVMValueRef p = LLVMBuildGEP2(c->b, mt, c->base[k->out], &oidx, 1, "");
   LLVMValueRef st = LLVMBuildStore(c->b, val, p);
   LLVMSetMetadata(st, LLVMGetMDKindIDInContext(c->cx, "alias.scope", 11), c->scope);
+  /* The joined kernels: plain elementwise bodies over the same vars and
+   * output strides; only the offset differs. */
+  for (int m = 1; m < n; m++) {
+    Kernel *km = &g->kernels[idx[m]];
+    store.off = km->out_off;
+    c->nmemo = 0;
+    LLVMValueRef mi = emit_index(c, &store);
+    LLVMValueRef mv = emit_cast(c, km->out_dt, km->body->dt, emit(c, km->body));
+    if (km->out_dt == DT_BOOL) mv = LLVMBuildZExt(c->b, mv, c->i8, "");
+    LLVMValueRef mp = LLVMBuildGEP2(c->b, mem_ty(c, km->out_dt), c->base[km->out], &mi, 1, "");
+    LLVMValueRef ms = LLVMBuildStore(c->b, mv, mp);
+    LLVMSetMetadata(ms, LLVMGetMDKindIDInContext(c->cx, "alias.scope", 11), c->scope);
+  }
   if (k->nvar == 0) {
     LLVMBuildBr(c->b, loops[0].exit);
     LLVMPositionBuilderAtEnd(c->b, loops[0].exit);
@@ -759,11 +778,26 @@ int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *e
   c.base = calloc(g->nvals, sizeof(LLVMValueRef));
 
   LLVMValueRef *kfn = calloc(g->nkernels + 1, sizeof(LLVMValueRef));
+  /* MATC_NO_JOIN=1 emits every kernel alone (for tests and side-by-side
+   * measurements). */
+  const char *nj = getenv("MATC_NO_JOIN");
+  int may_join = !(nj && *nj && *nj != '0');
+  char *joined = calloc(g->nkernels + 1, 1);
+  int *run = malloc(sizeof(int) * (g->nkernels + 1));
   for (int i = 0; i < g->nkernels; i++) {
-    if (g->kernels[i].kind != K_LOOP || g->kernels[i].dead) continue;
-    emit_loop_kernel(&c, &g->kernels[i], i);
+    if (g->kernels[i].kind != K_LOOP || g->kernels[i].dead || joined[i]) continue;
+    int n = 0;
+    run[n++] = i;
+    for (int j = i + 1; j < g->nkernels; j++) {
+      if (g->kernels[j].dead) continue;
+      if (!may_join || !kernel_joins(g, run, n, j)) break;
+      run[n++] = j;
+      joined[j] = 1;
+    }
+    emit_loop_kernel(&c, run, n);
     kfn[i] = c.fn;
   }
+  free(run);
 
   LLVMTypeRef main_ty = LLVMFunctionType(c.vd, (LLVMTypeRef[]){c.ptr}, 1, 0);
   LLVMValueRef mainf = LLVMAddFunction(mod, entry, main_ty);
@@ -787,7 +821,7 @@ int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *e
   }
   for (int i = 0; i < g->nkernels; i++) {
     Kernel *k = &g->kernels[i];
-    if (k->dead) continue;
+    if (k->dead || joined[i]) continue;
     /* A guarded kernel: branch around its call (and its timing). */
     LLVMBasicBlockRef after = NULL;
     if (guards && k->pred > 0) {
@@ -837,6 +871,7 @@ int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *e
     LLVMBuildCall2(c.b, prof_ty, prof_end, (LLVMValueRef[]){ci64(&c, prev)}, 1, "");
   LLVMBuildRetVoid(c.b);
   free(kfn);
+  free(joined);
   free(c.base);
   free(c.memo_e);
   free(c.memo_v);

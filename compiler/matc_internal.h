@@ -397,6 +397,10 @@ typedef struct Kernel {
   int no_unroll;                 /* loop kernels: LLVM must not unroll its loops (data
                                     movement over large constant extents, where unrolling
                                     the vectorized loops costs seconds of compile time) */
+  int join;                      /* loop kernels: may share the loop nest of the kernels
+                                    before it (kernel_joins); set by lowerings that emit
+                                    several passes over the same data into disjoint parts
+                                    of one buffer (Winograd's 16 tile points) */
 } Kernel;
 
 /* A scratch value of a node (a row statistic, an im2col buffer): produced
@@ -427,6 +431,12 @@ Expr *e_load_bcast(Graph *g, int val, int rank);
 void e_load_dyn(Expr *load, Expr *dyn, int64_t dstride);
 /* Row-major strides of a shape. */
 void shape_strides(int rank, const int64_t *dims, int64_t *strides);
+
+/* Whether loop kernel j can run in the loop nest of the n kernels run[]
+ * (run[0] first, j the next live kernel after them): j asked to (join),
+ * and all are elementwise over the same vars into the same buffer at
+ * other offsets, which none of them reads. */
+int kernel_joins(Graph *g, const int *run, int n, int j);
 
 /* Operations one run of g's kernels executes (GEMM 2MNK, loops counted). */
 double kernels_flops(Graph *g);

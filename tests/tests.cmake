@@ -86,6 +86,8 @@ matc_test(dropout-rate $<TARGET_FILE:matc> run ${MATC_SRC}/tests/data/dropout_ra
 
 # Fusion turns an elementwise chain plus transpose into one kernel.
 matc_test(fusion sh ${MATC_SRC}/tests/fusion.sh $<TARGET_FILE:matc> ${MATC_SRC}/tests/data/fusion)
+# Winograd's transform kernels run joined, one loop nest per transform.
+matc_test(join sh ${MATC_SRC}/tests/join.sh $<TARGET_FILE:matc> ${MATC_SRC}/tests/data/join)
 
 # Layout edge cases the ONNX tests miss, checked against pure-Python
 # references (python3 standard library only).

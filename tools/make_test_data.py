@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Writes the small test models and data under tests/data: the malformed
-models and data that tests/bad_inputs.sh feeds to matc (bad/), and a chain
-of elementwise ops for the fusion test (fusion/). Developer tool (needs
+models and data that tests/bad_inputs.sh feeds to matc (bad/), a chain
+of elementwise ops for the fusion test (fusion/) and a Winograd conv for
+the joined-kernel test (join/). Developer tool (needs
 python3-onnx); the outputs are committed.
 
 usage: tools/make_test_data.py [OUTDIR]   (default tests/data)
@@ -134,4 +135,26 @@ onnx.save(fusion, os.path.join(fdir, "model.onnx"))
 xv = rng.standard_normal((4, 8, 16)).astype(np.float32)
 tensor(os.path.join(fdir, "test_data_set_0", "input_0.pb"), xv, "x")
 tensor(os.path.join(fdir, "test_data_set_0", "output_0.pb"), np.tanh(xv * xv + b).transpose(2, 0, 1), "y")
+# Joined kernels: a 3x3 conv with 16 channels runs as Winograd, whose
+# transforms are kernels that code generation joins into one loop nest.
+# Odd sizes (7x5) leave partial tiles at the bottom and right edges.
+jx = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 16, 7, 5])
+jy = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 16, 7, 5])
+jw = rng.standard_normal((16, 16, 3, 3)).astype(np.float32) / 12
+jb = rng.standard_normal(16).astype(np.float32)
+join = helper.make_model(helper.make_graph([
+    helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3])],
+    "join", [jx], [jy], [numpy_helper.from_array(jw, "w"), numpy_helper.from_array(jb, "b")]),
+    opset_imports=[helper.make_opsetid("", 13)])
+jdir = os.path.join(root, "join")
+os.makedirs(os.path.join(jdir, "test_data_set_0"), exist_ok=True)
+onnx.save(join, os.path.join(jdir, "model.onnx"))
+xv = rng.standard_normal((3, 16, 7, 5)).astype(np.float32)
+xp = np.pad(xv.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+yv = np.zeros((3, 16, 7, 5)) + jb.astype(np.float64)[None, :, None, None]
+for i in range(3):
+    for j in range(3):
+        yv += np.einsum("nchw,mc->nmhw", xp[:, :, i:i + 7, j:j + 5], jw[:, :, i, j].astype(np.float64))
+tensor(os.path.join(jdir, "test_data_set_0", "input_0.pb"), xv, "x")
+tensor(os.path.join(jdir, "test_data_set_0", "output_0.pb"), yv.astype(np.float32), "y")
 print("wrote", root)

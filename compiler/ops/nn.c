@@ -330,7 +330,12 @@ static void gemm_level(Kernel *k, int64_t cnt, int64_t sa, int64_t sb, int64_t s
  * next image), computed and dropped (or, for dW, multiplied by zeros).
  * The output tiles land in the same staged layout and one copy puts them
  * back into NCHW. MATC_WINOGRAD=0 at compile time keeps im2col (for
- * side-by-side measurements). */
+ * side-by-side measurements).
+ *
+ * Each transform's 16 (or 4, or 9) tile points are separate kernels
+ * marked `join`: code generation runs them in one loop nest, so the
+ * staged input is read once for all 16 instead of once per point
+ * (vgg-small's 28x28 input transform: 3.5 -> 2.5 ms). */
 
 #define WG_MIN_CHANNELS 16   /* below, the [M, C] x [C, *] GEMMs are too thin to pay */
 
@@ -410,6 +415,7 @@ static void wg_input_tiles(Graph *g, int node, int p, int v, const double (*BT)[
   for (int a = 0; a < 4; a++)
     for (int b = 0; b < 4; b++) {
       Kernel *k = k_loop(g, node, v, 3, (int64_t[]){C, t->th, t->X});
+      k->join = a || b;
       k->out_off = (a * 4 + b) * C * t->NX;
       shape_strides(3, k->ext, k->out_stride);
       Expr *s = NULL;
@@ -455,6 +461,7 @@ static int lower_conv_winograd(Graph *g, int node, const Geom *q) {
   for (int a = 0; a < 4; a++)
     for (int b = 0; b < 4; b++) {
       Kernel *k = k_loop(g, node, u, 2, (int64_t[]){M, C});
+      k->join = a || b;
       k->out_off = (a * 4 + b) * M * C;
       shape_strides(2, k->ext, k->out_stride);
       Expr *s = NULL;
@@ -470,6 +477,7 @@ static int lower_conv_winograd(Graph *g, int node, const Geom *q) {
   for (int r = 0; r < 2; r++)
     for (int c = 0; c < 2; c++) {
       Kernel *k = k_loop(g, node, ys, 3, (int64_t[]){M, t.th, t.X});
+      k->join = r || c;
       k->out_off = r * t.R + c;
       memcpy(k->out_stride, (int64_t[]){2 * t.th * t.R, 2 * t.R, 2}, 3 * sizeof(int64_t));
       Expr *s = NULL;
@@ -1675,6 +1683,7 @@ static int lower_conv_grad_w_winograd(Graph *g, int node, const Geom *q) {
   for (int a = 0; a < 4; a++)
     for (int b = 0; b < 4; b++) {
       Kernel *k = k_loop(g, node, gy, 3, (int64_t[]){M, t.th, t.X});
+      k->join = a || b;
       k->out_off = (a * 4 + b) * M * t.NX;
       shape_strides(3, k->ext, k->out_stride);
       Expr *s = NULL;
@@ -1689,6 +1698,7 @@ static int lower_conv_grad_w_winograd(Graph *g, int node, const Geom *q) {
   for (int i = 0; i < 3; i++)
     for (int j = 0; j < 3; j++) {
       Kernel *k = k_loop(g, node, dw, 2, (int64_t[]){M, C});
+      k->join = i || j;
       k->out_off = i * 3 + j;
       k->out_stride[0] = C * 9;
       k->out_stride[1] = 9;
