@@ -362,15 +362,26 @@ static int winograd_fits(const Geom *q, DType dt, int64_t G, int64_t C, int64_t 
 }
 
 /* The tile grid of a conv's output: th x tw tiles of 2x2 per image; staged
- * rows are R = N * Wp long (Wp = 2 * tw + 2 per image) and hold X = R / 2
- * tile columns. */
+ * rows are R = N * Wp long and hold X = R / 2 tile columns.
+ *
+ * Wp, an image's share of a staged row, is even (tiles start at even
+ * columns) and as small as allows: the image's left padding and W input
+ * columns fit (pb + W <= Wp), and the columns its real outputs read past
+ * its own share are the next image's left padding, which is zero
+ * (Wo + 2 - Wp <= pb). Every tile column past the tw-th is junk: computed
+ * and dropped. A 7-wide image with padding 1 takes Wp = 8 (4 tiles, none
+ * junk; 10 with a junk tile if images shared no padding), a 14-wide one
+ * Wp = 16 (one junk tile of 8). */
 typedef struct {
   int64_t N, Ho, Wo, th, tw, Wp, R, X, NX;
 } WgGrid;
 
-static WgGrid wg_grid(int64_t N, int64_t Ho, int64_t Wo) {
+static WgGrid wg_grid(int64_t N, int64_t Ho, int64_t Wo, int64_t W, int64_t pb) {
   WgGrid t = {.N = N, .Ho = Ho, .Wo = Wo, .th = (Ho + 1) / 2, .tw = (Wo + 1) / 2};
-  t.Wp = 2 * t.tw + 2;
+  int64_t wp = 2 * t.tw;
+  if (wp < pb + W) wp = pb + W;
+  if (wp < Wo + 2 - pb) wp = Wo + 2 - pb;
+  t.Wp = (wp + 1) / 2 * 2;
   t.R = N * t.Wp;
   t.X = t.R / 2;
   t.NX = t.th * t.X;
@@ -451,7 +462,7 @@ static int lower_conv_winograd(Graph *g, int node, const Geom *q) {
   int x = n->in[0], w = n->in[1], y = n->out[0];
   DType dt = g->vals[x].dt;
   int64_t C = g->vals[x].dims[1], M = g->vals[w].dims[0];
-  WgGrid t = wg_grid(g->vals[x].dims[0], q->out[0], q->out[1]);
+  WgGrid t = wg_grid(g->vals[x].dims[0], q->out[0], q->out[1], g->vals[x].dims[3], q->pb[1]);
   int p = wg_stage_input(g, node, x, q, &t);
   int u = new_temp(g, node, "winograd_w", dt, 3, (int64_t[]){16, M, C});
   int v = new_temp(g, node, "winograd_in", dt, 3, (int64_t[]){16, C, t.NX});
@@ -1669,7 +1680,7 @@ static int lower_conv_grad_w_winograd(Graph *g, int node, const Geom *q) {
   int x = n->in[0], dyv = n->in[1], dw = n->out[0];
   DType dt = g->vals[x].dt;
   int64_t C = g->vals[x].dims[1], M = g->vals[dyv].dims[1];
-  WgGrid t = wg_grid(g->vals[x].dims[0], q->out[0], q->out[1]);
+  WgGrid t = wg_grid(g->vals[x].dims[0], q->out[0], q->out[1], g->vals[x].dims[3], q->pb[1]);
   int v = wg_forward_tiles(g, node, x, q), reuse = v >= 0;
   int yp = wg_stage(g, node, dyv, &t, 2 * t.th, 0, 0);
   int gy = new_temp(g, node, "winograd_dy", dt, 3, (int64_t[]){16, M, t.NX});
