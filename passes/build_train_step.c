@@ -136,7 +136,9 @@ static int collect_params(Graph *g, const char *freeze, int *params) {
 /* Training uses batch statistics in BatchNormalization (as PyTorch's
  * train mode does): each inference-mode BN becomes a training-mode one
  * whose running mean and variance outputs are assigned back to the stored
- * statistics at the end of the step. */
+ * statistics at the end of the step. Its outputs 3 and 4 keep the batch
+ * mean and variance for the backward, which would otherwise compute them
+ * again (two passes over the input per layer). */
 static int bn_batch_stats(Graph *g, int *dst, int *src, int *na) {
   int nn = g->nnodes;
   for (int i = 0; i < nn; i++) {
@@ -145,17 +147,18 @@ static int bn_batch_stats(Graph *g, int *dst, int *src, int *na) {
     if (NODE_OPSET(g, n) >= 14 && attr_i(n, "training_mode", 0)) continue;
     if (n->in[3] < 0 || n->in[4] < 0 || g->vals[n->in[3]].kind != V_PARAM || g->vals[n->in[4]].kind != V_PARAM)
       continue;
-    int *out = arena_alloc(g->arena, sizeof(int) * 3);
+    int *out = arena_alloc(g->arena, sizeof(int) * 5);
     out[0] = n->out[0];
-    for (int j = 1; j < 3; j++) {
+    static const char *what[] = {NULL, "running_mean", "running_var", "batch_mean", "batch_var"};
+    for (int j = 1; j < 5; j++) {
       char name[512];
-      snprintf(name, sizeof name, "%s/running_%s", n->name, j == 1 ? "mean" : "var");
+      snprintf(name, sizeof name, "%s/%s", n->name, what[j]);
       out[j] = graph_add_value(g, name);
       g->vals[out[j]].producer = i;
     }
     n = &g->nodes[i];
     n->out = out;
-    n->nout = 3;
+    n->nout = 5;
     Attr *at = arena_alloc(g->arena, sizeof(Attr) * (n->nattr + 1));
     int k = 0;
     for (int a = 0; a < n->nattr; a++)

@@ -1062,7 +1062,13 @@ int infer_batchnorm(Graph *g, int node) {
   int64_t C = x->dims[1];
   for (int j = 1; j < n->nout && j < 3; j++)
     if (n->out[j] >= 0) set_out(g, node, j, in_val(g, node, 2 + j)->dt, 1, &C);
-  if (n->nout > 3) return unsupported(g, node, -1, "BatchNormalization's saved statistics outputs are not supported");
+  /* Outputs 3 and 4 (opset 9's saved_mean and saved_var; the training
+   * step adds them to keep the forward's batch statistics for the
+   * backward): the batch mean and biased variance. */
+  if (n->nout > 5 || (n->nout > 3 && !training))
+    return unsupported(g, node, -1, "BatchNormalization's saved statistics outputs are supported only in training mode");
+  for (int j = 3; j < n->nout; j++)
+    if (n->out[j] >= 0) set_out(g, node, j, x->dt, 1, &C);
   return MATC_OK;
 }
 
@@ -1080,7 +1086,8 @@ int lower_batchnorm(Graph *g, int node) {
     for (int d = 0; d < rank; d++) red[d] = d != 1;
     RPlan p;
     rplan_init(&p, &g->vals[x], red);
-    int mean = new_temp(g, node, "mean", dt, 1, &C), var = new_temp(g, node, "var", dt, 1, &C);
+    int mean = has_out(g, node, 3) ? n->out[3] : new_temp(g, node, "mean", dt, 1, &C);
+    int var = has_out(g, node, 4) ? n->out[4] : new_temp(g, node, "var", dt, 1, &C);
     emit_moments(g, node, &p, x, dt, mean, var, SPREAD_VAR, 0);
     Kernel *k = k_elementwise(g, node, y);
     Expr *inv = e_un(g, U_RECIP, e_un(g, U_SQRT, bin(g, B_ADD, chan_load(g, var, 1, dt), e_const(g, dt, eps))));
@@ -1964,18 +1971,20 @@ static int mean_over(AD *ad, int v, int na, const int64_t *axes, double inv_m) {
   return ad_scale(ad, ad_reduce_sum(ad, v, na, axes, 1), inv_m);
 }
 
-/* xhat = (x - mean) / sqrt(var + eps) over axes, recomputed from x (so
- * the forward keeps no statistics alive); with dxhat >= 0 also returns
- * dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)). */
-static int norm_back(AD *ad, int x, int dxhat, int na, const int64_t *axes, double eps, int *xhat,
-                     int *xc_out, int *inv_out) {
+/* xhat = (x - mean) / sqrt(var + eps) over axes, from the forward's
+ * statistics when it kept them (saved_mean and saved_var >= 0, as [C]
+ * values of BatchNormalization), else recomputed from x; with dxhat >= 0
+ * also returns dx = inv * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)). */
+static int norm_back(AD *ad, int x, int saved_mean, int saved_var, int dxhat, int na, const int64_t *axes,
+                     double eps, int *xhat, int *xc_out, int *inv_out) {
   Value *xv = &ad->g->vals[x];
   int64_t m = 1;
   for (int i = 0; i < na; i++) m *= xv->dims[axes[i]];
   double im = 1.0 / (double)m;
   DType dt = xv->dt;
-  int xc = ad_sub(ad, x, mean_over(ad, x, na, axes, im));
-  int var = mean_over(ad, ad_mul(ad, xc, xc), na, axes, im);
+  int saved = saved_mean >= 0 && saved_var >= 0;
+  int xc = ad_sub(ad, x, saved ? chan_view(ad, saved_mean, xv->rank) : mean_over(ad, x, na, axes, im));
+  int var = saved ? chan_view(ad, saved_var, xv->rank) : mean_over(ad, ad_mul(ad, xc, xc), na, axes, im);
   int inv = ad_unary(ad, "Reciprocal", ad_unary(ad, "Sqrt", ad_add(ad, var, ad_const(ad, dt, eps))));
   *xhat = ad_mul(ad, xc, inv);
   if (xc_out) *xc_out = xc;
@@ -2018,7 +2027,8 @@ int grad_batchnorm(AD *ad, int node, const int *dy, int *dx) {
   int64_t m = value_nelem(&xv) / xv.dims[1];
   double mom = attr_f(&n, "momentum", 0.9f);
   int xhat, xc, inv, gx = -1;
-  norm_back(ad, x, -1, na, axes, eps, &xhat, &xc, &inv);
+  int saved_mean = n.nout > 4 ? n.out[3] : -1, saved_var = n.nout > 4 ? n.out[4] : -1;
+  norm_back(ad, x, saved_mean, saved_var, -1, na, axes, eps, &xhat, &xc, &inv);
   /* With xc = x - mean, s1 = sum(d), s2 = sum(d * xc) over the batch:
    * dbias = s1, dscale = s2 * inv and
    * dx = (d - s1 / m - xc * (s2 * inv^2 / m)) * inv * scale,
@@ -2064,7 +2074,7 @@ int grad_instancenorm(AD *ad, int node, const int *dy, int *dx) {
   for (int i = 2; i < rank; i++) axes[na++] = i;
   int xhat;
   int dxhat = ad_needs(ad, node, 0) ? ad_mul(ad, d, chan_view(ad, n.in[1], rank)) : -1;
-  int gx = norm_back(ad, x, dxhat, na, axes, attr_f(&n, "epsilon", 1e-5f), &xhat, NULL, NULL);
+  int gx = norm_back(ad, x, -1, -1, dxhat, na, axes, attr_f(&n, "epsilon", 1e-5f), &xhat, NULL, NULL);
   if (ad_needs(ad, node, 0)) dx[0] = gx;
   if (ad_needs(ad, node, 1)) dx[1] = ad_reduce_sum(ad, ad_mul(ad, d, xhat), nc, cax, 0);
   if (ad_needs(ad, node, 2)) dx[2] = ad_reduce_sum(ad, d, nc, cax, 0);
@@ -2083,7 +2093,7 @@ int grad_layernorm(AD *ad, int node, const int *dy, int *dx) {
   for (int i = axis; i < rank; i++) axes[na++] = i;
   int xhat;
   int dxhat = ad_needs(ad, node, 0) ? ad_mul(ad, d, n.in[1]) : -1;
-  int gx = norm_back(ad, x, dxhat, na, axes, attr_f(&n, "epsilon", 1e-5f), &xhat, NULL, NULL);
+  int gx = norm_back(ad, x, -1, -1, dxhat, na, axes, attr_f(&n, "epsilon", 1e-5f), &xhat, NULL, NULL);
   if (ad_needs(ad, node, 0)) dx[0] = gx;
   if (ad_needs(ad, node, 1)) dx[1] = ad_sum_to(ad, ad_mul(ad, d, xhat), n.in[1]);
   if (n.nin > 2 && n.in[2] >= 0 && ad_needs(ad, node, 2)) dx[2] = ad_sum_to(ad, d, n.in[2]);
