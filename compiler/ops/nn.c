@@ -1829,7 +1829,7 @@ static Expr *covering_window(Graph *g, const Geom *q, int i, Expr *kt, Expr **va
  * is a constant count) where the window exists (ok) and, for max pooling,
  * where its argmax (al) is this tap. */
 static Expr *pool_grad_term(Graph *g, Expr *ld, Expr *al, Expr *tap, Expr *ok, Expr *div, DType dt) {
-  if (al) ok = bin(g, B_AND, ok, bin(g, B_EQ, al, tap));
+  if (al) ok = bin(g, B_AND, ok, bin(g, B_EQ, e_cast(g, DT_I64, al), tap));
   return e_sel(g, ok, div ? bin(g, B_DIV, ld, div) : ld, e_const(g, dt, 0));
 }
 
@@ -1879,7 +1879,11 @@ int lower_pool_grad(Graph *g, int node) {
       div = NULL;
     }
   } else if (mode == PG_MAX) {
-    arg = new_temp(g, node, "argmax", DT_I64, 1 + nsp, oext);
+    /* The window's argmax as the narrowest integer that holds a tap: a
+     * byte for the usual small windows, 8 times less to write and read
+     * back than int64 (vgg-small's first pool: 3.2 MB -> 0.4 MB). */
+    DType adt = shape_nelem(nsp, q.k) <= 127 ? DT_I8 : DT_I32;
+    arg = new_temp(g, node, "argmax", adt, 1 + nsp, oext);
     Kernel *k = k_loop(g, node, arg, 1 + nsp, oext);
     shape_strides(1 + nsp, oext, k->out_stride);
     k->nred = nsp;
