@@ -14,6 +14,7 @@ static const Pass backend_passes[] = {
     {"guard-kernels", guard_kernels},
     {"insert-allreduce", insert_allreduce},
     {"fuse-elementwise", fuse_elementwise},
+    {"assign-in-place", assign_in_place},
     {"merge-loops", merge_loops},
     {"plan-memory", plan_memory},
 };

@@ -499,6 +499,7 @@ int bind_inputs(Graph *g, int64_t batch);                     /* passes/bind_inp
 int infer_shapes(Graph *g);                                   /* passes/infer_shapes.c */
 int lower_kernels(Graph *g);                                  /* passes/lower_kernels.c */
 int fuse_elementwise(Graph *g);                               /* passes/fuse_elementwise.c */
+int assign_in_place(Graph *g);                                /* passes/assign_in_place.c */
 int merge_loops(Graph *g);                                    /* passes/merge_loops.c */
 int plan_memory(Graph *g);                                    /* passes/plan_memory.c */
 /* Appends the gradients of sum_i <outs[i], seeds[i]> with respect to each

@@ -9,7 +9,7 @@
 # backend's pytorch-converted, pytorch-operator and simple suites (140
 # models), checkpoints, partition and MAT training. README, "Hostile inputs
 # and fuzzing".
-set(MATC_SANITIZE_TESTS "^(bad-inputs|fuzz/.*|unit/.*|model/(mlp|vgg-small|bert-mini|switch-mini)/forward|model/mlp/gradcheck|onnx/(pytorch-converted|pytorch-operator|simple)/.*|train/checkpoint|partition/.*|mat/train)$")
+set(MATC_SANITIZE_TESTS "^(bad-inputs|fuzz/.*|unit/.*|model/(mlp|vgg-small|bert-mini|switch-mini)/forward|model/mlp/gradcheck|onnx/(pytorch-converted|pytorch-operator|simple)/.*|train/(checkpoint|inplace)|partition/.*|mat/train)$")
 function(matc_test name)
   set(env "MATC_VERIFY=1;OPENBLAS_NUM_THREADS=1")
   if(MATC_SANITIZE)
@@ -144,6 +144,9 @@ endforeach()
 # --out TRAINED.onnx.
 matc_test(train/checkpoint sh ${MATC_SRC}/tests/checkpoint.sh $<TARGET_FILE:matc> ${MATC_SRC})
 matc_labels(train/checkpoint train)
+# Optimizer updates in place: no Assign copies, the same losses and model.
+matc_test(train/inplace sh ${MATC_SRC}/tests/inplace.sh $<TARGET_FILE:matc> ${MATC_SRC})
+matc_labels(train/inplace train)
 
 # Training: the first 20 steps of matc against PyTorch's (tests/train,
 # made by tools/make_train_refs.py), SGD-momentum and AdamW, loss per step

@@ -43,7 +43,7 @@ static const char *usage_text =
     "\n"
     "common options:\n"
     "  --dump-after=PASS   print the IR after PASS (infer-shapes, eliminate-dead,\n"
-    "                      lower-kernels, fuse-elementwise)\n"
+    "                      lower-kernels, fuse-elementwise, assign-in-place, merge-loops)\n"
     "  --threads N         worker threads (default: one per core)\n"
     "  -v                  verbose\n";
 
