@@ -193,11 +193,6 @@ static LLVMValueRef emit_index(CG *c, Expr *e) {
   return idx;
 }
 
-static int storage_root(Graph *g, int v) {
-  while (g->vals[v].alias_of >= 0) v = g->vals[v].alias_of;
-  return v;
-}
-
 /* A one-scope list, !{!{"kN", !{"kN"}}}, unique to kernel idx. */
 static LLVMValueRef kernel_scope(CG *c, int idx) {
   char name[32];
@@ -215,7 +210,7 @@ static LLVMValueRef emit_load(CG *c, Expr *e) {
   LLVMTypeRef mt = mem_ty(c, dt);
   LLVMValueRef p = LLVMBuildGEP2(c->b, mt, base, (LLVMValueRef[]){emit_index(c, e)}, 1, "");
   LLVMValueRef x = LLVMBuildLoad2(c->b, mt, p, "");
-  if (c->scope && storage_root(c->g, e->val) != c->out_root)
+  if (c->scope && value_root(c->g, e->val) != c->out_root)
     LLVMSetMetadata(x, LLVMGetMDKindIDInContext(c->cx, "noalias", 7), c->scope);
   if (dt == DT_BOOL) x = LLVMBuildICmp(c->b, LLVMIntNE, x, LLVMConstInt(c->i8, 0, 0), "");
   return x;
@@ -592,7 +587,7 @@ static void emit_loop_kernel(CG *c, const int *idx, int n) {
   LLVMValueRef lo = LLVMGetParam(c->fn, 1), hi = LLVMGetParam(c->fn, 2);
   LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->cx, c->fn, "entry");
   LLVMPositionBuilderAtEnd(c->b, entry);
-  c->out_root = storage_root(g, k->out);
+  c->out_root = value_root(g, k->out);
   c->scope = kernel_scope(c, idx[0]);
   c->no_unroll = k->no_unroll;
 

@@ -50,6 +50,11 @@ int graph_add_value(Graph *g, const char *name) {
   return g->nvals++;
 }
 
+int value_root(const Graph *g, int v) {
+  while (g->vals[v].alias_of >= 0) v = g->vals[v].alias_of;
+  return v;
+}
+
 int graph_scalar_input(Graph *g, const char *name, DType dt, double init) {
   int v = graph_add_value(g, name);
   Value *x = &g->vals[v];

@@ -654,18 +654,10 @@ static double kernel_flops(const Kernel *k) {
   return outer * inner * body + outer * (double)expr_ops(k->post);
 }
 
-/* What interpreting kernels k0..k1-1 costs, in scalar operations: like
- * kernel_flops, but every loop iteration and every element an extern
- * kernel touches counts at least once (constant folding's budget). */
-static int storage_of(Graph *g, int v) {
-  while (g->vals[v].alias_of >= 0) v = g->vals[v].alias_of;
-  return v;
-}
-
 static int loads_storage(Graph *g, Expr *e, int root) {
   if (!e) return 0;
   if (e->kind == EX_LOAD) {
-    if (storage_of(g, e->val) == root) return 1;
+    if (value_root(g, e->val) == root) return 1;
     for (int d = 0; d < e->ndyn; d++)
       if (loads_storage(g, e->dyn[d], root)) return 1;
   }
@@ -677,17 +669,20 @@ int kernel_joins(Graph *g, const int *run, int n, int j) {
   if (!kj->join || kj->kind != K_LOOP || k0->kind != K_LOOP || kj->dead) return 0;
   if (k0->nred || kj->nred || k0->red != R_NONE || kj->red != R_NONE || !k0->nvar) return 0;
   if (kj->nvar != k0->nvar || kj->pred != k0->pred || kj->no_unroll != k0->no_unroll ||
-      kj->out_dt != k0->out_dt || storage_of(g, kj->out) != storage_of(g, k0->out))
+      kj->out_dt != k0->out_dt || value_root(g, kj->out) != value_root(g, k0->out))
     return 0;
   for (int v = 0; v < k0->nvar; v++)
     if (kj->ext[v] != k0->ext[v] || kj->out_stride[v] != k0->out_stride[v]) return 0;
-  int root = storage_of(g, k0->out);
+  int root = value_root(g, k0->out);
   if (loads_storage(g, kj->body, root)) return 0;
   for (int m = 0; m < n; m++)
     if (loads_storage(g, g->kernels[run[m]].body, root)) return 0;
   return 1;
 }
 
+/* What interpreting kernels k0..k1-1 costs, in scalar operations: like
+ * kernel_flops, but every loop iteration and every element an extern
+ * kernel touches counts at least once (constant folding's budget). */
 double kernels_cost(Graph *g, int k0, int k1) {
   double total = 0;
   for (int i = k0; i < k1; i++) {

@@ -183,6 +183,8 @@ typedef struct Graph {
 Graph *graph_new(const char *path);
 void graph_free(Graph *g);
 int graph_add_value(Graph *g, const char *name);
+/* The value whose storage v uses (v itself unless v is a view). */
+int value_root(const Graph *g, int v);
 int graph_find_value(Graph *g, const char *name);    /* -1 if none */
 /* A scalar graph input the runtime sets (learning rate, seeds), with an
  * initial value. */

@@ -23,17 +23,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int root_of(Graph *g, int v) {
-  while (g->vals[v].alias_of >= 0) v = g->vals[v].alias_of;
-  return v;
-}
-
 /* Whether e loads storage v; with `exact`, any load of v that is not at
  * the kernel's own output element (strides st, offset 0) counts. */
 static int reads(Graph *g, Expr *e, int v, const int64_t *st, int exact) {
   if (!e) return 0;
   if (e->kind == EX_LOAD) {
-    if (root_of(g, e->val) == v) {
+    if (value_root(g, e->val) == v) {
       if (!exact || e->ndyn || e->off) return 1;
       for (int i = 0; i < KMAX_VARS; i++)
         if (e->stride[i] != st[i]) return 1;
@@ -58,7 +53,7 @@ static void redirect(Expr *e, int from, int to) {
 static int ext_uses(const Kernel *k, Graph *g, int v) {
   if (k->kind != K_EXTERN) return 0;
   for (int j = 0; j < k->nargs; j++)
-    if (root_of(g, k->args[j]) == v) return 1;
+    if (value_root(g, k->args[j]) == v) return 1;
   return 0;
 }
 

@@ -83,11 +83,6 @@ static void push_piece(KList *l, const Kernel *c, const GuardSplit *sp, int spli
 
 static Kernel zero_kernel(Graph *g, const Kernel *k, int pred);
 
-static int root(Graph *g, int v) {
-  while (g->vals[v].alias_of >= 0) v = g->vals[v].alias_of;
-  return v;
-}
-
 /* Moves var v's start to b: loads shift by b * stride, INDEX v reads
  * index + b. The expression is a private copy. */
 static Expr *shift_var(Graph *g, Expr *e, int v, int64_t b) {
@@ -132,7 +127,7 @@ static int axis_var(Graph *g, const Kernel *k, int axis, int64_t *scale) {
 static int split_k(Graph *g, const Kernel *k, int node, const GuardSplit *sp, int split_id, KList *out) {
   Node *n = &g->nodes[node];
   if (n->op != OP_MatMul || n->nin != 2 || matc_rt_bits_f64(k->p[GEMM_BETA]) != 0 ||
-      root(g, k->args[0]) != root(g, n->in[0]) || root(g, k->args[1]) != root(g, n->in[1]) ||
+      value_root(g, k->args[0]) != value_root(g, n->in[0]) || value_root(g, k->args[1]) != value_root(g, n->in[1]) ||
       k->p[GEMM_K] != sp->end[sp->nranges - 1])
     return 0;
   Kernel z = zero_kernel(g, k, 0);
@@ -169,7 +164,7 @@ static int split_kernel(Graph *g, const Kernel *k, int node, const GuardSplit *s
   /* The value the node makes (an Assign's is its destination). */
   int made = n->op == OP_Assign ? n->in[0] : n->nout >= 1 ? n->out[0] : -1;
   if (made < 0) return 0;
-  int target = root(g, made);
+  int target = value_root(g, made);
   if (k->kind == K_LOOP) {
     if (k->out != made) return 0;
     /* A head split leaves pure copies (transposes) whole: they do no
@@ -191,7 +186,7 @@ static int split_kernel(Graph *g, const Kernel *k, int node, const GuardSplit *s
     }
     return 1;
   }
-  if (k->ext_fn != EXT_gemm || k->nargs != 3 || root(g, k->args[2]) != target) return 0;
+  if (k->ext_fn != EXT_gemm || k->nargs != 3 || value_root(g, k->args[2]) != target) return 0;
   if (axis == GUARD_AXIS_K) return split_k(g, k, node, sp, split_id, out);
   Value *o = &g->vals[made];
   int lvl = axis >= 0 && axis < o->rank - 2 ? batch_level(k, o, axis) : -1;
@@ -250,7 +245,7 @@ static void add_reader(Readers *rd, int v, int k) {
 static void expr_readers(Graph *g, Readers *rd, Expr *e, int k) {
   if (!e) return;
   if (e->kind == EX_LOAD) {
-    add_reader(rd, root(g, e->val), k);
+    add_reader(rd, value_root(g, e->val), k);
     for (int d = 0; d < e->ndyn; d++) expr_readers(g, rd, e->dyn[d], k);
   }
   expr_readers(g, rd, e->a, k);
@@ -260,9 +255,9 @@ static void expr_readers(Graph *g, Readers *rd, Expr *e, int k) {
 
 /* The value a kernel writes (the GEMM's C), or -1. */
 static int written(Graph *g, const Kernel *k) {
-  if (k->kind == K_LOOP) return root(g, k->out);
-  if (k->ext_fn == EXT_gemm) return root(g, k->args[2]);
-  return k->nargs ? root(g, k->args[0]) : -1;
+  if (k->kind == K_LOOP) return value_root(g, k->out);
+  if (k->ext_fn == EXT_gemm) return value_root(g, k->args[2]);
+  return k->nargs ? value_root(g, k->args[0]) : -1;
 }
 
 /* A loop kernel storing zero over what k writes. */
@@ -327,7 +322,7 @@ int guard_kernels(Graph *g) {
       expr_readers(g, &rd, k->post, i);
     } else {
       for (int j = 0; j < k->nargs; j++)
-        if (!(k->ext_fn == EXT_gemm && j == 2)) add_reader(&rd, root(g, k->args[j]), i);
+        if (!(k->ext_fn == EXT_gemm && j == 2)) add_reader(&rd, value_root(g, k->args[j]), i);
     }
   }
   KList z = {0};

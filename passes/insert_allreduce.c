@@ -33,15 +33,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int root(Graph *g, int v) {
-  while (g->vals[v].alias_of >= 0) v = g->vals[v].alias_of;
-  return v;
-}
-
 static void expr_reads(Graph *g, const Expr *e, int r, int *hit) {
   if (!e || *hit) return;
   if (e->kind == EX_LOAD) {
-    if (root(g, e->val) == r) {
+    if (value_root(g, e->val) == r) {
       *hit = 1;
       return;
     }
@@ -57,13 +52,13 @@ static void expr_reads(Graph *g, const Expr *e, int r, int *hit) {
 static void kernel_uses(Graph *g, const Kernel *k, int r, int *writes, int *reads) {
   *writes = *reads = 0;
   if (k->kind == K_LOOP) {
-    *writes = root(g, k->out) == r;
+    *writes = value_root(g, k->out) == r;
     expr_reads(g, k->body, r, reads);
     expr_reads(g, k->post, r, reads);
     return;
   }
   for (int j = 0; j < k->nargs; j++) {
-    if (root(g, k->args[j]) != r) continue;
+    if (value_root(g, k->args[j]) != r) continue;
     if (k->ext_fn == EXT_gemm && j == 2) {
       *writes = 1;
       if (matc_rt_bits_f64(k->p[GEMM_BETA]) != 0) *reads = 1;
@@ -170,7 +165,7 @@ int insert_allreduce(Graph *g) {
   Site *site = malloc(sizeof(Site) * (g->nsync + 1));
   int ns = 0;
   for (int i = 0; i < g->nsync; i++) {
-    int v = g->sync_grad[i], r = root(g, v);
+    int v = g->sync_grad[i], r = value_root(g, v);
     int last_w = -1, first_r = -1;
     for (int k = 0; k < g->nkernels; k++) {
       Kernel *kn = &g->kernels[k];

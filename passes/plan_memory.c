@@ -24,15 +24,10 @@ static void touch(int *first, int *last, int v, int k) {
   if (k > last[v]) last[v] = k;
 }
 
-static int root(Graph *g, int v) {
-  while (g->vals[v].alias_of >= 0) v = g->vals[v].alias_of;
-  return v;
-}
-
 static void touch_expr(Graph *g, Expr *e, int *first, int *last, int k) {
   if (!e) return;
   if (e->kind == EX_LOAD) {
-    touch(first, last, root(g, e->val), k);
+    touch(first, last, value_root(g, e->val), k);
     for (int d = 0; d < e->ndyn; d++) touch_expr(g, e->dyn[d], first, last, k);
   }
   touch_expr(g, e->a, first, last, k);
@@ -57,15 +52,15 @@ int plan_memory(Graph *g) {
     Kernel *kn = &g->kernels[k];
     if (kn->dead) continue;
     if (kn->kind == K_LOOP) {
-      touch(first, last, root(g, kn->out), k);
+      touch(first, last, value_root(g, kn->out), k);
       touch_expr(g, kn->body, first, last, k);
       touch_expr(g, kn->post, first, last, k);
     } else {
-      for (int j = 0; j < kn->nargs; j++) touch(first, last, root(g, kn->args[j]), k);
+      for (int j = 0; j < kn->nargs; j++) touch(first, last, value_root(g, kn->args[j]), k);
     }
   }
   for (int i = 0; i < g->noutputs; i++) {
-    int r = root(g, g->outputs[i]);
+    int r = value_root(g, g->outputs[i]);
     if (first[r] < 0) first[r] = 0;
     last[r] = g->nkernels;
   }
