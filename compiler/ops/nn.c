@@ -325,9 +325,11 @@ static void gemm_level(Kernel *k, int64_t cnt, int64_t sa, int64_t sb, int64_t s
  * Layout: the transforms are loop kernels of a few signed taps, and they
  * vectorize only along a long innermost loop, so the input is first staged
  * as [C, rows, N, Wp] (every image's zero-padded row side by side): one
- * row of tiles then runs across all images, N * (tw + 1) tiles long. Each
- * image contributes one junk tile per row (the one straddling into the
- * next image), computed and dropped (or, for dW, multiplied by zeros).
+ * row of tiles then runs across all images, N * Wp / 2 tiles long. An
+ * image whose padded width is even contributes one junk tile per row (the
+ * one straddling into the next image), computed and dropped (or, for dW,
+ * multiplied by zeros); one with an odd width shares its padding with the
+ * next and has none (wg_grid).
  * The output tiles land in the same staged layout and one copy puts them
  * back into NCHW. MATC_WINOGRAD=0 at compile time keeps im2col (for
  * side-by-side measurements).
