@@ -664,6 +664,55 @@ static int loads_storage(Graph *g, Expr *e, int root) {
   return loads_storage(g, e->a, root) || loads_storage(g, e->b, root) || loads_storage(g, e->c, root);
 }
 
+/* Where a loop kernel's first element goes, in elements of its output's
+ * root storage. */
+static int64_t store_base(const Graph *g, const Kernel *k) {
+  int64_t off = k->out_off;
+  for (int v = k->out; g->vals[v].alias_of >= 0; v = g->vals[v].alias_of) off += g->vals[v].alias_off;
+  return off;
+}
+
+/* Whether d = sum_v c_v * s[v] for some integers |c_v| < e[v]: whether two
+ * stores of one stride pattern, d elements apart, can hit the same element.
+ * s[] is sorted by decreasing size and positive, so each step keeps only
+ * the c_v that leave a remainder the smaller strides can still cover:
+ * one or two candidates when the strides nest, as a layout's do. Past
+ * *budget candidates it answers yes (cannot tell). */
+static int stride_hits(int64_t d, const int64_t *s, const int64_t *e, int n, int *budget) {
+  if (n == 0) return d == 0;
+  int64_t rest = 0;
+  for (int v = 1; v < n; v++) rest += (e[v] - 1) * s[v];
+  int64_t lo = d - rest, hi = d + rest;
+  int64_t c0 = lo >= 0 ? (lo + s[0] - 1) / s[0] : -(-lo / s[0]);
+  int64_t c1 = hi >= 0 ? hi / s[0] : -((-hi + s[0] - 1) / s[0]);
+  if (c0 < -(e[0] - 1)) c0 = -(e[0] - 1);
+  if (c1 > e[0] - 1) c1 = e[0] - 1;
+  for (int64_t c = c0; c <= c1; c++) {
+    if (--*budget < 0 || stride_hits(d - c * s[0], s + 1, e + 1, n - 1, budget)) return 1;
+  }
+  return 0;
+}
+
+/* Whether two loop kernels with the same vars and output strides (a and b)
+ * can store to one element. */
+static int stores_overlap(const Graph *g, const Kernel *a, const Kernel *b) {
+  int64_t s[KMAX_VARS], e[KMAX_VARS];
+  int n = 0;
+  for (int v = 0; v < a->nvar; v++) {
+    int64_t st = a->out_stride[v] < 0 ? -a->out_stride[v] : a->out_stride[v];
+    if (st == 0 || a->ext[v] <= 1) continue;
+    int i = n++;
+    for (; i > 0 && s[i - 1] < st; i--) {
+      s[i] = s[i - 1];
+      e[i] = e[i - 1];
+    }
+    s[i] = st;
+    e[i] = a->ext[v];
+  }
+  int budget = 4096;
+  return stride_hits(store_base(g, b) - store_base(g, a), s, e, n, &budget);
+}
+
 int kernel_joins(Graph *g, const int *run, int n, int j) {
   const Kernel *k0 = &g->kernels[run[0]], *kj = &g->kernels[j];
   if (!kj->join || kj->kind != K_LOOP || k0->kind != K_LOOP || kj->dead) return 0;
@@ -675,8 +724,14 @@ int kernel_joins(Graph *g, const int *run, int n, int j) {
     if (kj->ext[v] != k0->ext[v] || kj->out_stride[v] != k0->out_stride[v]) return 0;
   int root = value_root(g, k0->out);
   if (loads_storage(g, kj->body, root)) return 0;
-  for (int m = 0; m < n; m++)
+  /* One iteration stores every member's element before the next
+   * iteration starts, so members must store to disjoint elements: checked
+   * here, not left to the lowering's word (Winograd's tile points fill
+   * blocks of their own; its output points interleave within rows). */
+  for (int m = 0; m < n; m++) {
+    if (stores_overlap(g, &g->kernels[run[m]], kj)) return 0;
     if (loads_storage(g, g->kernels[run[m]].body, root)) return 0;
+  }
   return 1;
 }
 

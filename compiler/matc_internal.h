@@ -436,8 +436,9 @@ void shape_strides(int rank, const int64_t *dims, int64_t *strides);
 
 /* Whether loop kernel j can run in the loop nest of the n kernels run[]
  * (run[0] first, j the next live kernel after them): j asked to (join),
- * and all are elementwise over the same vars into the same buffer at
- * other offsets, which none of them reads. */
+ * and all are elementwise over the same vars and strides into the same
+ * buffer, which none of them reads, and no two store to one element
+ * (checked from the offsets and strides; tests/unit/kernel_joins.c). */
 int kernel_joins(Graph *g, const int *run, int n, int j);
 
 /* Operations one run of g's kernels executes (GEMM 2MNK, loops counted). */
