@@ -20,6 +20,7 @@ import torch
 from onnx import numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_malloc  # noqa: E402
 import export_models  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,8 +57,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=30)
+    bench_malloc.add_option(ap)
     ap.add_argument("models", nargs="*", default=export_models.MODEL_NAMES)
     a = ap.parse_args()
+    bench_malloc.reexec(a.torch_malloc)
     torch.set_num_threads(a.threads)
     print("forward pass, batch %d, %d threads, median of %d runs (torch %s)" %
           (a.batch, a.threads, a.repeat, torch.__version__))

@@ -10,15 +10,11 @@ SGEMM peak is OpenBLAS on N=1024 square products with the same threads
 (build/sgemm_peak), measured in the same run.
 
 PyTorch runs in a fresh child process per measurement, with glibc's
-allocator told to keep freed memory (MALLOC_MMAP_THRESHOLD_ fixed at 32 MB,
-MALLOC_TRIM_THRESHOLD_ at 1 GB). Left to its defaults, glibc hands
-PyTorch's per-step activation buffers back to the kernel in some processes
-and not in others: vgg-small then takes 3,000 to 6,000 page faults a step
-and runs at 134-156 ms instead of 75-93 ms. The "faults" column is
-PyTorch's median minor page faults per step, so a run that still pays them
-shows. --torch-malloc default measures PyTorch as it comes instead. matc
-plans its activations into one arena allocated once and takes no faults
-after the first steps.
+allocator told to keep freed memory (tools/bench_malloc.py: left to its
+defaults, glibc makes some PyTorch processes fault their step's buffers in
+again every step). The "faults" column is PyTorch's median minor page
+faults per step, so a run that still pays them shows; --torch-malloc
+default measures PyTorch with glibc's defaults.
 
 On a shared machine one run says little: --repeat N measures each model N
 times, matc and PyTorch alternating, prints every run and then the median
@@ -42,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_malloc  # noqa: E402
 import export_models  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,16 +102,10 @@ def torch_step(name, batch, threads, steps):
     return statistics.median(times), statistics.median(faults)
 
 
-# glibc settings that keep freed blocks in the process (see the docstring)
-TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
-
-
 def torch_step_child(name, batch, threads, steps, malloc):
     """torch_step in a fresh process, so each measurement starts from the
     same allocator state and the environment above applies from its start."""
-    env = dict(os.environ)
-    if malloc == "tuned":
-        env.update(TUNED_MALLOC)
+    env = bench_malloc.env(malloc)
     out = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-child", name, str(batch),
                           str(threads), str(steps)], check=True, env=env, capture_output=True, text=True).stdout
     r = json.loads(out.strip().splitlines()[-1])
@@ -126,7 +117,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--torch-malloc", choices=("tuned", "default"), default="tuned")
+    bench_malloc.add_option(ap)
     ap.add_argument("--torch-child", nargs=4, help=argparse.SUPPRESS)
     ap.add_argument("models", nargs="*", default=list(SETUP))
     a = ap.parse_args()

@@ -24,6 +24,7 @@ import torch
 from onnx import numpy_helper
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_malloc  # noqa: E402
 import export_models  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,8 +64,10 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    bench_malloc.add_option(ap)
     ap.add_argument("models", nargs="*", default=export_models.MODEL_NAMES)
     a = ap.parse_args()
+    bench_malloc.reexec(a.torch_malloc)
     if a.child:
         ms, mb, _ = torch_step(a.child, a.batch, a.threads, a.repeat)
         print("%f %f" % (ms, mb))
