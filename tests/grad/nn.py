@@ -232,6 +232,10 @@ def more():
           dict(kernel_shape=[2, 3], strides=[2, 3], ceil_mode=1))
     mp("maxpool2d_disjoint_endpad", distinct(1, 2, 5, 6), kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 2])
     write("lppool2d_disjoint", "LpPool", [("x", signed(2, 2, 6, 4))], dict(kernel_shape=[2, 2], strides=[2, 2]))
+    # Winograd convs with even outputs and a bias: an 8-wide image (Wp = 10,
+    # one junk tile column per image), and asymmetric pads.
+    conv("conv2d_winograd_even_bias", rand(2, 16, 6, 8), rand(16, 16, 3, 3), rand(16), pads=[1, 1, 1, 1])
+    conv("conv2d_winograd_even_asym", rand(2, 16, 5, 7), rand(18, 16, 3, 3), rand(18), pads=[1, 0, 0, 1])
 
 
 if __name__ == "__main__":
