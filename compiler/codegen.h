@@ -8,6 +8,12 @@
 
 /* Emits every kernel of g and an entry function `void entry(void **bufs)`. */
 int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *entry);
+/* Part `part` of nparts modules that together hold what codegen_module
+ * emits: the loop kernels split between them by size, with external
+ * names k<index>; part 0 also has the entry function. The JIT optimizes
+ * and compiles the parts on separate threads. */
+int codegen_module_part(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *entry, int part,
+                        int nparts);
 
 typedef void (*MatcEntryFn)(void **bufs);
 typedef struct Jit Jit;

@@ -41,6 +41,7 @@ typedef struct {
   LLVMValueRef *memo_v;
   int nmemo, capmemo;
   int no_unroll;                        /* the kernel being built has Kernel.no_unroll */
+  int shared;                           /* kernels are called from other modules (parts) */
 } CG;
 
 static LLVMTypeRef ty_of(CG *c, DType dt) {
@@ -582,7 +583,7 @@ static void emit_loop_kernel(CG *c, const int *idx, int n) {
   char name[32];
   snprintf(name, sizeof name, "k%d", idx[0]);
   c->fn = LLVMAddFunction(c->mod, name, c->task_ty);
-  LLVMSetLinkage(c->fn, LLVMInternalLinkage);
+  if (!c->shared) LLVMSetLinkage(c->fn, LLVMInternalLinkage);
   c->bufs = LLVMGetParam(c->fn, 0);
   LLVMValueRef lo = LLVMGetParam(c->fn, 1), hi = LLVMGetParam(c->fn, 2);
   LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->cx, c->fn, "entry");
@@ -753,8 +754,24 @@ static void guard_close(CG *c, LLVMBasicBlockRef after, int *prev, LLVMTypeRef p
   LLVMPositionBuilderAtEnd(c->b, after);
 }
 
+/* Expression nodes: a kernel's share of optimization and code generation
+ * time, for splitting kernels between parts. */
+static int64_t expr_nodes(const Expr *e) {
+  if (!e) return 0;
+  int64_t n = 1;
+  if (e->kind == EX_LOAD)
+    for (int d = 0; d < e->ndyn; d++) n += expr_nodes(e->dyn[d]);
+  return n + expr_nodes(e->a) + expr_nodes(e->b) + expr_nodes(e->c);
+}
+
 int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *entry) {
+  return codegen_module_part(g, cx, mod, entry, 0, 1);
+}
+
+int codegen_module_part(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *entry, int part,
+                        int nparts) {
   CG c = {0};
+  c.shared = nparts > 1;
   c.g = g;
   c.cx = cx;
   c.mod = mod;
@@ -779,6 +796,10 @@ int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *e
   int may_join = !(nj && *nj && *nj != '0');
   char *joined = calloc(g->nkernels + 1, 1);
   int *run = malloc(sizeof(int) * (g->nkernels + 1));
+  /* Each run of joined kernels goes to the part with the least work so
+   * far (every part computes the same split); part 0 also has the entry
+   * function, which declares the kernels the other parts define. */
+  int64_t *load = calloc((size_t)nparts, sizeof(int64_t));
   for (int i = 0; i < g->nkernels; i++) {
     if (g->kernels[i].kind != K_LOOP || g->kernels[i].dead || joined[i]) continue;
     int n = 0;
@@ -789,10 +810,33 @@ int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *e
       run[n++] = j;
       joined[j] = 1;
     }
-    emit_loop_kernel(&c, run, n);
-    kfn[i] = c.fn;
+    int64_t work = 16;
+    for (int m = 0; m < n; m++)
+      work += expr_nodes(g->kernels[run[m]].body) + expr_nodes(g->kernels[run[m]].post);
+    int owner = 0;
+    for (int p = 1; p < nparts; p++)
+      if (load[p] < load[owner]) owner = p;
+    load[owner] += work;
+    if (owner == part) {
+      emit_loop_kernel(&c, run, n);
+      kfn[i] = c.fn;
+    } else if (part == 0) {
+      char name[32];
+      snprintf(name, sizeof name, "k%d", i);
+      kfn[i] = LLVMAddFunction(mod, name, c.task_ty);
+    }
   }
   free(run);
+  free(load);
+  if (part != 0) {
+    free(kfn);
+    free(joined);
+    free(c.base);
+    free(c.memo_e);
+    free(c.memo_v);
+    LLVMDisposeBuilder(c.b);
+    return MATC_OK;
+  }
 
   LLVMTypeRef main_ty = LLVMFunctionType(c.vd, (LLVMTypeRef[]){c.ptr}, 1, 0);
   LLVMValueRef mainf = LLVMAddFunction(mod, entry, main_ty);

@@ -1,6 +1,10 @@
-/* jit.c: optimizes a generated module for the host CPU (it has AVX2 and
- * FMA) and loads it with ORC LLJIT. Runtime symbols (matc_rt_*, libm) are
- * resolved from the running process. */
+/* jit.c: optimizes generated code for the host CPU (it has AVX2 and FMA)
+ * and loads it with ORC LLJIT. Runtime symbols (matc_rt_*, libm) are
+ * resolved from the running process. A large graph is generated as one
+ * module per thread (codegen_module_part), each optimized and compiled to
+ * an object on its own thread, and the objects are linked in the JIT: O3
+ * and instruction selection are most of matc's start-up, and the kernels
+ * are independent functions, so nothing is lost by splitting them. */
 #include "codegen.h"
 #include "exec.h"
 
@@ -10,8 +14,11 @@
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "../runtime/rt.h"
 
 struct Jit {
   LLVMOrcLLJITRef jit;
@@ -48,7 +55,7 @@ static LLVMTargetMachineRef host_machine(void) {
 }
 
 /* Runs LLVM's O3 pipeline with the host machine's cost model. */
-int jit_optimize(Graph *g, LLVMModuleRef mod, LLVMTargetMachineRef tm) {
+static int optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *path, char *err, size_t errlen) {
   char *triple = LLVMGetTargetMachineTriple(tm);
   LLVMSetTarget(mod, triple);
   LLVMDisposeMessage(triple);
@@ -57,8 +64,7 @@ int jit_optimize(Graph *g, LLVMModuleRef mod, LLVMTargetMachineRef tm) {
   LLVMDisposeTargetData(dl);
   char *msg = NULL;
   if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
-    snprintf(g->err, sizeof g->err, "%s: internal error: generated code fails LLVM's verifier: %.1500s",
-             g->path ? g->path : "", msg);
+    snprintf(err, errlen, "%s: internal error: generated code fails LLVM's verifier: %.1500s", path, msg);
     LLVMDisposeMessage(msg);
     return MATC_ERR;
   }
@@ -68,11 +74,128 @@ int jit_optimize(Graph *g, LLVMModuleRef mod, LLVMTargetMachineRef tm) {
   LLVMPassBuilderOptionsSetSLPVectorization(o, 1);
   LLVMErrorRef e = LLVMRunPasses(mod, "default<O3>", tm, o);
   LLVMDisposePassBuilderOptions(o);
-  if (e) return llvm_error(g, "optimization", e);
+  if (e) {
+    char *m = LLVMGetErrorMessage(e);
+    snprintf(err, errlen, "%s: LLVM optimization: %s", path, m);
+    LLVMDisposeErrorMessage(m);
+    return MATC_ERR;
+  }
   return MATC_OK;
 }
 
-int jit_compile(Graph *g, Jit **out, MatcEntryFn *entry) {
+int jit_optimize(Graph *g, LLVMModuleRef mod, LLVMTargetMachineRef tm) {
+  return optimize(mod, tm, g->path ? g->path : "", g->err, sizeof g->err);
+}
+
+/* One part of a graph's code (codegen_module_part): optimized and
+ * compiled to an object in memory on a thread of its own. */
+typedef struct {
+  LLVMContextRef cx;
+  LLVMModuleRef mod;
+  LLVMMemoryBufferRef obj;
+  const char *path;
+  int rc;
+  char err[1600];
+} Part;
+
+static void *compile_part(void *arg) {
+  Part *p = arg;
+  LLVMTargetMachineRef tm = host_machine();
+  if (!tm) {
+    snprintf(p->err, sizeof p->err, "LLVM: no target machine for this host");
+    p->rc = MATC_ERR;
+    return NULL;
+  }
+  p->rc = optimize(p->mod, tm, p->path, p->err, sizeof p->err);
+  char *msg = NULL;
+  if (!p->rc && LLVMTargetMachineEmitToMemoryBuffer(tm, p->mod, LLVMObjectFile, &msg, &p->obj)) {
+    snprintf(p->err, sizeof p->err, "%s: LLVM code generation: %s", p->path, msg ? msg : "");
+    p->rc = MATC_ERR;
+  }
+  LLVMDisposeMessage(msg);
+  LLVMDisposeTargetMachine(tm);
+  return NULL;
+}
+
+/* How many parts to compile g in: one per thread matc runs with (at most
+ * 8), for graphs big enough to be worth it. MATC_JIT_PARTS overrides;
+ * MATC_DUMP_LLVM prints one module, so it takes one part. */
+static int jit_parts(Graph *g) {
+  const char *env = getenv("MATC_JIT_PARTS");
+  if (getenv("MATC_DUMP_LLVM")) return 1;
+  int n = env && *env ? atoi(env) : (g->nkernels >= 64 ? matc_rt_threads() : 1);
+  return n < 1 ? 1 : n > 8 ? 8 : n;
+}
+
+/* Compiles g in nparts parts at once and adds their objects to j. */
+static int compile_parts(Graph *g, Jit *j, int nparts) {
+  Part parts[8];
+  pthread_t tid[8];
+  int started[8] = {0};
+  memset(parts, 0, sizeof parts);
+  int rc = MATC_OK;
+  for (int p = 0; p < nparts && !rc; p++) {
+    parts[p].cx = LLVMContextCreate();
+    parts[p].mod = LLVMModuleCreateWithNameInContext("matc", parts[p].cx);
+    parts[p].path = g->path ? g->path : "";
+    rc = codegen_module_part(g, parts[p].cx, parts[p].mod, "matc_graph_run", p, nparts);
+  }
+  if (!rc) {
+    for (int p = 1; p < nparts; p++) started[p] = pthread_create(&tid[p], NULL, compile_part, &parts[p]) == 0;
+    compile_part(&parts[0]);
+    for (int p = 1; p < nparts; p++) {
+      if (started[p]) pthread_join(tid[p], NULL);
+      else compile_part(&parts[p]);
+    }
+    for (int p = 0; p < nparts && !rc; p++)
+      if (parts[p].rc) {
+        snprintf(g->err, sizeof g->err, "%s", parts[p].err);
+        rc = parts[p].rc;
+      }
+  }
+  LLVMOrcJITDylibRef lib = LLVMOrcLLJITGetMainJITDylib(j->jit);
+  for (int p = 0; p < nparts; p++) {
+    if (parts[p].obj) {
+      LLVMErrorRef e = rc ? NULL : LLVMOrcLLJITAddObjectFile(j->jit, lib, parts[p].obj);
+      if (rc) LLVMDisposeMemoryBuffer(parts[p].obj);
+      if (e) rc = llvm_error(g, "adding an object", e);
+    }
+    if (parts[p].mod) LLVMDisposeModule(parts[p].mod);
+    if (parts[p].cx) LLVMContextDispose(parts[p].cx);
+  }
+  return rc;
+}
+
+/* An LLJIT for the host that resolves runtime symbols from this process. */
+static int jit_new(Graph *g, Jit **out) {
+  LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
+  LLVMOrcJITTargetMachineBuilderRef jtmb;
+  LLVMErrorRef e = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
+  if (e) {
+    LLVMOrcDisposeLLJITBuilder(jb);
+    return llvm_error(g, "host detection", e);
+  }
+  LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(jb, jtmb);
+  Jit *j = calloc(1, sizeof *j);
+  e = LLVMOrcCreateLLJIT(&j->jit, jb);
+  if (e) {
+    free(j);
+    return llvm_error(g, "JIT creation", e);
+  }
+  LLVMOrcDefinitionGeneratorRef gen;
+  e = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(
+      &gen, LLVMOrcLLJITGetGlobalPrefix(j->jit), NULL, NULL);
+  if (e) {
+    jit_free(j);
+    return llvm_error(g, "symbol search", e);
+  }
+  LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(j->jit), gen);
+  *out = j;
+  return MATC_OK;
+}
+
+/* The whole graph as one module, handed to LLJIT as IR. */
+static int compile_whole(Graph *g, Jit *j) {
   LLVMTargetMachineRef tm = host_machine();
   if (!tm) {
     snprintf(g->err, sizeof g->err, "LLVM: no target machine for this host");
@@ -90,43 +213,31 @@ int jit_compile(Graph *g, Jit **out, MatcEntryFn *entry) {
     LLVMOrcDisposeThreadSafeContext(tsc);
     return rc;
   }
-  LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
-  LLVMOrcJITTargetMachineBuilderRef jtmb;
-  LLVMErrorRef e = LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb);
-  if (e) {
-    LLVMOrcDisposeLLJITBuilder(jb);
-    LLVMDisposeModule(mod);
-    LLVMOrcDisposeThreadSafeContext(tsc);
-    return llvm_error(g, "host detection", e);
-  }
-  LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(jb, jtmb);
-  Jit *j = calloc(1, sizeof *j);
-  e = LLVMOrcCreateLLJIT(&j->jit, jb);
-  if (e) {
-    free(j);
-    LLVMDisposeModule(mod);
-    LLVMOrcDisposeThreadSafeContext(tsc);
-    return llvm_error(g, "JIT creation", e);
-  }
-  LLVMOrcDefinitionGeneratorRef gen;
-  e = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(
-      &gen, LLVMOrcLLJITGetGlobalPrefix(j->jit), NULL, NULL);
-  if (e) {
-    jit_free(j);
-    LLVMDisposeModule(mod);
-    LLVMOrcDisposeThreadSafeContext(tsc);
-    return llvm_error(g, "symbol search", e);
-  }
-  LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(j->jit), gen);
   LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, tsc);
   LLVMOrcDisposeThreadSafeContext(tsc);
-  e = LLVMOrcLLJITAddLLVMIRModule(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), tsm);
-  if (e) {
+  LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModule(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), tsm);
+  return e ? llvm_error(g, "adding the module", e) : MATC_OK;
+}
+
+int jit_compile(Graph *g, Jit **out, MatcEntryFn *entry) {
+  LLVMTargetMachineRef tm = host_machine();   /* initializes the target once, before any thread */
+  if (!tm) {
+    snprintf(g->err, sizeof g->err, "LLVM: no target machine for this host");
+    return MATC_ERR;
+  }
+  LLVMDisposeTargetMachine(tm);
+  Jit *j = NULL;
+  int rc = jit_new(g, &j);
+  if (rc) return rc;
+  int nparts = jit_parts(g);
+  rc = nparts > 1 ? compile_parts(g, j, nparts) : compile_whole(g, j);
+  g->jit_parts = nparts;
+  if (rc) {
     jit_free(j);
-    return llvm_error(g, "adding the module", e);
+    return rc;
   }
   LLVMOrcExecutorAddress addr;
-  e = LLVMOrcLLJITLookup(j->jit, &addr, "matc_graph_run");
+  LLVMErrorRef e = LLVMOrcLLJITLookup(j->jit, &addr, "matc_graph_run");
   if (e) {
     jit_free(j);
     return llvm_error(g, "symbol lookup", e);

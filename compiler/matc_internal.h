@@ -160,6 +160,8 @@ typedef struct Graph {
   int unsupported;               /* last error is "unsupported", not "wrong" */
   int verbose;
   int profile;                   /* time every kernel (MATC_PROFILE=1) */
+  int jit_parts;                 /* modules the JIT compiled the kernels in, on as many
+                                    threads (0: not JIT-compiled) */
   int64_t arena_bytes;           /* activation arena size (plan_memory) */
   int rng_seed1;                 /* 1 + id of the int64 seed input random ops
                                     read (graph_rng_seed), 0 while none */

@@ -88,6 +88,9 @@ matc_test(dropout-rate $<TARGET_FILE:matc> run ${MATC_SRC}/tests/data/dropout_ra
 matc_test(fusion sh ${MATC_SRC}/tests/fusion.sh $<TARGET_FILE:matc> ${MATC_SRC}/tests/data/fusion)
 # Winograd's transform kernels run joined, one loop nest per transform.
 matc_test(join sh ${MATC_SRC}/tests/join.sh $<TARGET_FILE:matc> ${MATC_SRC}/tests/data/join)
+# The JIT compiling a graph in several parts on several threads computes
+# what one module does.
+matc_test(jit-parts sh ${MATC_SRC}/tests/jit_parts.sh $<TARGET_FILE:matc> ${MATC_SRC})
 
 # Layout edge cases the ONNX tests miss, checked against pure-Python
 # references (python3 standard library only).

@@ -415,7 +415,9 @@ static int train(Options *o, int *together) {
     tr.g->vals[mat_state].kind = V_INPUT;
     value_set(&tr.g->vals[mat_state], DT_F64, 1, sd);
   }
+  double t_compile = now_ms();
   if (!rc) rc = exec_new(tr.g, &tr.x);
+  t_compile = now_ms() - t_compile;
   if (rc) { status = report(tr.g, rc); goto done; }
   /* Data parallel: the step's put/get kernels exchange through buckets. */
   if (dp_bind(tr.g->dp_plan, tr.g->guard_value >= 0 ? tr.x->bufs[tr.g->guard_value] : NULL,
@@ -436,7 +438,9 @@ static int train(Options *o, int *together) {
     int t = graph_find_value(tr.g, p->name);
     if (t >= 0) p->data = tr.g->vals[t].data;
   }
+  double t_eval = now_ms();
   rc = exec_new(ev.g, &ev.x);
+  t_compile += now_ms() - t_eval;
   if (rc) { status = report(ev.g, rc); goto done; }
   /* matc compile: every graph is built (and its code emitted); no training. */
   if (o->compile_only) { status = 0; goto done; }
@@ -500,6 +504,12 @@ static int train(Options *o, int *together) {
     fprintf(stderr, "matc: training %s: %lld parameters in %d tensors, %s, batch %lld, %lld steps; "
             "%lld training / %lld evaluation examples\n", model_label(o), (long long)ts.nparam_elems, ts.nparams,
             o->optimizer, (long long)o->batch, (long long)o->steps, (long long)sm.ntrain, (long long)es->neval);
+    if (tr.g->jit_parts) {
+      int live = 0;
+      for (int i = 0; i < tr.g->nkernels; i++) live += !tr.g->kernels[i].dead;
+      fprintf(stderr, "matc: compiled the training step (%d kernels) and the evaluation pass in %.1f s, in %d "
+              "part%s\n", live, t_compile / 1e3, tr.g->jit_parts, tr.g->jit_parts == 1 ? "" : "s");
+    }
     if (ranks > 1)
       fprintf(stderr, "matc: data parallel over %d ranks (%s%s): global batch %lld = %d x %lld; gradients summed "
               "in %d bucket%s of up to %g MB; --mpi-timeout %g s\n", ranks, dp_host(0),
