@@ -21,9 +21,12 @@ typedef struct Jit Jit;
 /* Generates, optimizes for the host CPU, and JIT-compiles g's kernels. */
 int jit_compile(Graph *g, Jit **out, MatcEntryFn *entry);
 void jit_free(Jit *j);
-/* `matc compile` (tools/aot_compile.c): the O3 pipeline, and g as an object
- * file whose only global symbol is `entry`; cpu "native" or an LLVM CPU name. */
+/* `matc compile` (tools/aot_compile.c): the O3 pipeline, and g as object
+ * files <prefix>_0.o .. <prefix>_<*nobj - 1>.o, one per part as the JIT
+ * splits g, whose only default-visibility symbol is `entry` (kernels
+ * called across parts are hidden, named after entry); cpu "native" or an
+ * LLVM CPU name. */
 int jit_optimize(Graph *g, LLVMModuleRef mod, LLVMTargetMachineRef tm);
-int jit_emit_object(Graph *g, const char *entry, const char *cpu, const char *path);
+int jit_emit_objects(Graph *g, const char *entry, const char *cpu, const char *prefix, int *nobj);
 
 #endif

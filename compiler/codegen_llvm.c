@@ -42,6 +42,8 @@ typedef struct {
   int nmemo, capmemo;
   int no_unroll;                        /* the kernel being built has Kernel.no_unroll */
   int shared;                           /* kernels are called from other modules (parts) */
+  const char *entry;                    /* the entry function's name; shared kernels are
+                                           named after it, unique across graphs */
 } CG;
 
 static LLVMTypeRef ty_of(CG *c, DType dt) {
@@ -574,16 +576,25 @@ static LLVMValueRef combine(CG *c, ReduceKind red, DType dt, LLVMValueRef acc, L
   return NULL;
 }
 
+/* A loop kernel's function name: k<index>, or <entry>_k<index> when the
+ * parts of a graph call each other's kernels (an AOT trainer links several
+ * graphs' parts into one program). */
+static void kernel_name(const CG *c, int k, char *name, size_t len) {
+  if (c->shared) snprintf(name, len, "%.120s_k%d", c->entry, k);
+  else snprintf(name, len, "k%d", k);
+}
+
 /* Emits kernel idx[0] and the n - 1 kernels joined to it (see
  * kernel_joins) as one function: one loop nest, every member's body and
  * store in its innermost loop. */
 static void emit_loop_kernel(CG *c, const int *idx, int n) {
   Graph *g = c->g;
   Kernel *k = &g->kernels[idx[0]];
-  char name[32];
-  snprintf(name, sizeof name, "k%d", idx[0]);
+  char name[160];
+  kernel_name(c, idx[0], name, sizeof name);
   c->fn = LLVMAddFunction(c->mod, name, c->task_ty);
-  if (!c->shared) LLVMSetLinkage(c->fn, LLVMInternalLinkage);
+  if (c->shared) LLVMSetVisibility(c->fn, LLVMHiddenVisibility);
+  else LLVMSetLinkage(c->fn, LLVMInternalLinkage);
   c->bufs = LLVMGetParam(c->fn, 0);
   LLVMValueRef lo = LLVMGetParam(c->fn, 1), hi = LLVMGetParam(c->fn, 2);
   LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(c->cx, c->fn, "entry");
@@ -772,6 +783,7 @@ int codegen_module_part(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const ch
                         int nparts) {
   CG c = {0};
   c.shared = nparts > 1;
+  c.entry = entry;
   c.g = g;
   c.cx = cx;
   c.mod = mod;
@@ -821,9 +833,10 @@ int codegen_module_part(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const ch
       emit_loop_kernel(&c, run, n);
       kfn[i] = c.fn;
     } else if (part == 0) {
-      char name[32];
-      snprintf(name, sizeof name, "k%d", i);
+      char name[160];
+      kernel_name(&c, i, name, sizeof name);
       kfn[i] = LLVMAddFunction(mod, name, c.task_ty);
+      LLVMSetVisibility(kfn[i], LLVMHiddenVisibility);
     }
   }
   free(run);

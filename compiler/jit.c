@@ -93,16 +93,35 @@ typedef struct {
   LLVMContextRef cx;
   LLVMModuleRef mod;
   LLVMMemoryBufferRef obj;
-  const char *path;
+  const char *path, *cpu;
   int rc;
   char err[1600];
 } Part;
 
+/* A target machine for cpu: "native" is the host CPU with its features
+ * (what the JIT uses); another name is that LLVM CPU ("generic": any
+ * x86-64). NULL when LLVM has none. */
+static LLVMTargetMachineRef make_machine(const char *cpu) {
+  LLVMTargetMachineRef host = host_machine();   /* initializes the target */
+  if (!host || strcmp(cpu, "native") == 0) return host;
+  LLVMDisposeTargetMachine(host);
+  char *triple = LLVMGetDefaultTargetTriple();
+  LLVMTargetRef t;
+  char *err = NULL;
+  LLVMTargetMachineRef tm = NULL;
+  if (!LLVMGetTargetFromTriple(triple, &t, &err))
+    tm = LLVMCreateTargetMachine(t, triple, cpu, "", LLVMCodeGenLevelAggressive, LLVMRelocPIC,
+                                 LLVMCodeModelDefault);
+  LLVMDisposeMessage(err);
+  LLVMDisposeMessage(triple);
+  return tm;
+}
+
 static void *compile_part(void *arg) {
   Part *p = arg;
-  LLVMTargetMachineRef tm = host_machine();
+  LLVMTargetMachineRef tm = make_machine(p->cpu);
   if (!tm) {
-    snprintf(p->err, sizeof p->err, "LLVM: no target machine for this host");
+    snprintf(p->err, sizeof p->err, "LLVM: no target machine for CPU '%s'", p->cpu);
     p->rc = MATC_ERR;
     return NULL;
   }
@@ -127,42 +146,55 @@ static int jit_parts(Graph *g) {
   return n < 1 ? 1 : n > 8 ? 8 : n;
 }
 
-/* Compiles g in nparts parts at once and adds their objects to j. */
-static int compile_parts(Graph *g, Jit *j, int nparts) {
-  Part parts[8];
+/* g's code in nparts modules (codegen_module_part), each optimized and
+ * compiled to an object in memory, on nparts threads at once. */
+static int compile_parts(Graph *g, const char *entry, const char *cpu, Part *parts, int nparts) {
   pthread_t tid[8];
   int started[8] = {0};
-  memset(parts, 0, sizeof parts);
+  memset(parts, 0, sizeof(Part) * (size_t)nparts);
   int rc = MATC_OK;
   for (int p = 0; p < nparts && !rc; p++) {
     parts[p].cx = LLVMContextCreate();
-    parts[p].mod = LLVMModuleCreateWithNameInContext("matc", parts[p].cx);
+    parts[p].mod = LLVMModuleCreateWithNameInContext(entry, parts[p].cx);
     parts[p].path = g->path ? g->path : "";
-    rc = codegen_module_part(g, parts[p].cx, parts[p].mod, "matc_graph_run", p, nparts);
+    parts[p].cpu = cpu;
+    rc = codegen_module_part(g, parts[p].cx, parts[p].mod, entry, p, nparts);
   }
-  if (!rc) {
-    for (int p = 1; p < nparts; p++) started[p] = pthread_create(&tid[p], NULL, compile_part, &parts[p]) == 0;
-    compile_part(&parts[0]);
-    for (int p = 1; p < nparts; p++) {
-      if (started[p]) pthread_join(tid[p], NULL);
-      else compile_part(&parts[p]);
+  if (rc) return rc;
+  for (int p = 1; p < nparts; p++) started[p] = pthread_create(&tid[p], NULL, compile_part, &parts[p]) == 0;
+  compile_part(&parts[0]);
+  for (int p = 1; p < nparts; p++) {
+    if (started[p]) pthread_join(tid[p], NULL);
+    else compile_part(&parts[p]);
+  }
+  for (int p = 0; p < nparts; p++)
+    if (parts[p].rc) {
+      snprintf(g->err, sizeof g->err, "%s", parts[p].err);
+      return parts[p].rc;
     }
-    for (int p = 0; p < nparts && !rc; p++)
-      if (parts[p].rc) {
-        snprintf(g->err, sizeof g->err, "%s", parts[p].err);
-        rc = parts[p].rc;
-      }
-  }
-  LLVMOrcJITDylibRef lib = LLVMOrcLLJITGetMainJITDylib(j->jit);
+  return MATC_OK;
+}
+
+/* Frees what compile_parts made; objects still held are disposed. */
+static void free_parts(Part *parts, int nparts) {
   for (int p = 0; p < nparts; p++) {
-    if (parts[p].obj) {
-      LLVMErrorRef e = rc ? NULL : LLVMOrcLLJITAddObjectFile(j->jit, lib, parts[p].obj);
-      if (rc) LLVMDisposeMemoryBuffer(parts[p].obj);
-      if (e) rc = llvm_error(g, "adding an object", e);
-    }
+    if (parts[p].obj) LLVMDisposeMemoryBuffer(parts[p].obj);
     if (parts[p].mod) LLVMDisposeModule(parts[p].mod);
     if (parts[p].cx) LLVMContextDispose(parts[p].cx);
   }
+}
+
+/* g compiled in nparts parts, their objects added to j. */
+static int jit_add_parts(Graph *g, Jit *j, int nparts) {
+  Part parts[8];
+  int rc = compile_parts(g, "matc_graph_run", "native", parts, nparts);
+  LLVMOrcJITDylibRef lib = LLVMOrcLLJITGetMainJITDylib(j->jit);
+  for (int p = 0; p < nparts && !rc; p++) {
+    LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(j->jit, lib, parts[p].obj);
+    parts[p].obj = NULL;   /* the JIT owns it now, added or not */
+    if (e) rc = llvm_error(g, "adding an object", e);
+  }
+  free_parts(parts, nparts);
   return rc;
 }
 
@@ -230,7 +262,7 @@ int jit_compile(Graph *g, Jit **out, MatcEntryFn *entry) {
   int rc = jit_new(g, &j);
   if (rc) return rc;
   int nparts = jit_parts(g);
-  rc = nparts > 1 ? compile_parts(g, j, nparts) : compile_whole(g, j);
+  rc = nparts > 1 ? jit_add_parts(g, j, nparts) : compile_whole(g, j);
   g->jit_parts = nparts;
   if (rc) {
     jit_free(j);
@@ -264,32 +296,36 @@ static void jit_release(void *handle) { jit_free(handle); }
 
 const ExecBackend exec_jit_backend = {jit_bind, jit_release};
 
-/* `matc compile`: g's kernels and entry function `entry` as a relocatable
- * object file. cpu "native" is the JIT's choice (host CPU and features,
- * so the trainer computes bit for bit what `matc train` does); "generic"
- * runs on any x86-64. */
-int jit_emit_object(Graph *g, const char *entry, const char *cpu, const char *path) {
-  LLVMTargetMachineRef host = host_machine();   /* initializes the target */
-  if (!host) {
-    snprintf(g->err, sizeof g->err, "LLVM: no target machine for this host");
-    return MATC_ERR;
-  }
-  LLVMTargetMachineRef tm = host;
-  if (strcmp(cpu, "native") != 0) {
-    char *triple = LLVMGetDefaultTargetTriple();
-    LLVMTargetRef t;
-    char *err = NULL;
-    tm = NULL;
-    if (!LLVMGetTargetFromTriple(triple, &t, &err))
-      tm = LLVMCreateTargetMachine(t, triple, cpu, "", LLVMCodeGenLevelAggressive, LLVMRelocPIC,
-                                   LLVMCodeModelDefault);
-    LLVMDisposeMessage(err);
-    LLVMDisposeMessage(triple);
-    LLVMDisposeTargetMachine(host);
-    if (!tm) {
-      snprintf(g->err, sizeof g->err, "LLVM: no target machine for CPU '%s'", cpu);
-      return MATC_ERR;
+/* `matc compile`: g's kernels and entry function `entry` as relocatable
+ * object files <prefix>_0.o ... <prefix>_<n-1>.o (*nobj = n: one per part,
+ * as the JIT would split g). cpu "native" is the JIT's choice (host CPU
+ * and features, so the trainer computes bit for bit what `matc train`
+ * does); "generic" runs on any x86-64. */
+int jit_emit_objects(Graph *g, const char *entry, const char *cpu, const char *prefix, int *nobj) {
+  *nobj = 0;
+  int nparts = jit_parts(g);
+  char path[4300];
+  if (nparts > 1) {
+    Part parts[8];
+    int rc = compile_parts(g, entry, cpu, parts, nparts);
+    for (int p = 0; p < nparts && !rc; p++) {
+      snprintf(path, sizeof path, "%s_%d.o", prefix, p);
+      FILE *f = fopen(path, "wb");
+      size_t n = LLVMGetBufferSize(parts[p].obj);
+      if (!f || fwrite(LLVMGetBufferStart(parts[p].obj), 1, n, f) != n || fclose(f)) {
+        if (f) fclose(f);
+        snprintf(g->err, sizeof g->err, "cannot write the object file %.1500s", path);
+        rc = MATC_ERR;
+      }
+      if (!rc) *nobj = p + 1;
     }
+    free_parts(parts, nparts);
+    return rc;
+  }
+  LLVMTargetMachineRef tm = make_machine(cpu);
+  if (!tm) {
+    snprintf(g->err, sizeof g->err, "LLVM: no target machine for CPU '%s'", cpu);
+    return MATC_ERR;
   }
   LLVMContextRef cx = LLVMContextCreate();
   LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(entry, cx);
@@ -297,9 +333,12 @@ int jit_emit_object(Graph *g, const char *entry, const char *cpu, const char *pa
   if (!rc) rc = jit_optimize(g, mod, tm);
   if (!rc) {
     char *msg = NULL;
-    if (LLVMTargetMachineEmitToFile(tm, mod, (char *)path, LLVMObjectFile, &msg)) {
-      snprintf(g->err, sizeof g->err, "LLVM: cannot write the object file %s: %s", path, msg ? msg : "");
+    snprintf(path, sizeof path, "%s_0.o", prefix);
+    if (LLVMTargetMachineEmitToFile(tm, mod, path, LLVMObjectFile, &msg)) {
+      snprintf(g->err, sizeof g->err, "LLVM: cannot write the object file %.1500s: %.400s", path, msg ? msg : "");
       rc = MATC_ERR;
+    } else {
+      *nobj = 1;
     }
     LLVMDisposeMessage(msg);
   }

@@ -1,8 +1,9 @@
 /* aot_compile.c: `matc compile MODEL -o TRAINER [train's options]`.
  *
  * Runs `matc train`'s set-up (tools/train.c with compile_only) with a
- * backend that, instead of JIT-compiling each graph, writes it as an object
- * file (entry symbol matc_aot_entry_N, kernels internal) and records its
+ * backend that, instead of JIT-compiling each graph, writes it as object
+ * files (entry symbol matc_aot_entry_N; one file per part when the graph is
+ * compiled in parts on several threads, as the JIT does) and records its
  * plan fingerprint. Then it writes plan.c (the model bytes, the options
  * given here, the entry table and fingerprints: tools/aot.h) and links it
  * with the object files and libmatc_aot.a (matc without LLVM) using cc.
@@ -22,6 +23,7 @@
 static struct {
   const char *dir, *cpu;
   int n, verbose;
+  int nobj[AOT_MAX_GRAPHS];      /* object files of graph i: entry_<i>_<part>.o */
   uint64_t fp[AOT_MAX_GRAPHS];
   char *inputs[AOT_MAX_GRAPHS];
 } rec;
@@ -33,11 +35,14 @@ static int record_bind(Graph *g, void **handle, MatcEntryFn *entry) {
   *entry = no_op_entry;   /* compile_only: nothing runs */
   if (rec.n >= AOT_MAX_GRAPHS)
     return fail(g, -1, -1, "matc compile: more than %d graphs to compile", AOT_MAX_GRAPHS);
-  char name[64], path[4200];
+  char name[64], prefix[4200];
   snprintf(name, sizeof name, "matc_aot_entry_%d", rec.n);
-  snprintf(path, sizeof path, "%s/entry_%d.o", rec.dir, rec.n);
-  int rc = jit_emit_object(g, name, rec.cpu, path);
-  if (rc) return rc;
+  snprintf(prefix, sizeof prefix, "%s/entry_%d", rec.dir, rec.n);
+  int rc = jit_emit_objects(g, name, rec.cpu, prefix, &rec.nobj[rec.n]);
+  if (rc) {
+    rec.n++;   /* so remove_tmp deletes the parts written before the failure */
+    return rc;
+  }
   rec.fp[rec.n] = exec_plan_fingerprint(g);
   rec.inputs[rec.n] = exec_describe_inputs(g);
   if (rec.verbose)
@@ -169,10 +174,11 @@ static void remove_tmp(const char *dir) {
     snprintf(p, sizeof p, "%s/%s", dir, fixed[i]);
     unlink(p);
   }
-  for (int i = 0; i < rec.n; i++) {
-    snprintf(p, sizeof p, "%s/entry_%d.o", dir, i);
-    unlink(p);
-  }
+  for (int i = 0; i < rec.n; i++)
+    for (int j = 0; j < 8; j++) {
+      snprintf(p, sizeof p, "%s/entry_%d_%d.o", dir, i, j);
+      unlink(p);
+    }
   rmdir(dir);
 }
 
@@ -262,9 +268,9 @@ int cmd_compile(Options *o, int argc, char **argv) {
     fprintf(stderr, "matc: compile: cannot write %s: %s\n", plan, strerror(errno));
     goto done;
   }
-  /* cc -O1 -o TRAINER plan.c entry_*.o libmatc_aot.a BLAS protobuf-c zlib -lm -lpthread */
-  char *args[AOT_MAX_GRAPHS + 32];
-  char objs[AOT_MAX_GRAPHS][4200];
+  /* cc -O1 -o TRAINER plan.c entry_*_*.o libmatc_aot.a BLAS protobuf-c zlib -lm -lpthread */
+  char *args[8 * AOT_MAX_GRAPHS + 32];
+  static char objs[8 * AOT_MAX_GRAPHS][4200];
   char linklibs[] = MATC_AOT_LINK_LIBS;
   int na = 0;
   args[na++] = cc;
@@ -272,12 +278,14 @@ int cmd_compile(Options *o, int argc, char **argv) {
   args[na++] = "-o";
   args[na++] = (char *)o->output;
   args[na++] = plan;
-  for (int i = 0; i < rec.n; i++) {
-    snprintf(objs[i], sizeof objs[i], "%s/entry_%d.o", tmpl, i);
-    args[na++] = objs[i];
-  }
+  int no = 0;
+  for (int i = 0; i < rec.n; i++)
+    for (int j = 0; j < rec.nobj[i]; j++) {
+      snprintf(objs[no], sizeof objs[no], "%s/entry_%d_%d.o", tmpl, i, j);
+      args[na++] = objs[no++];
+    }
   args[na++] = lib;
-  for (char *s = strtok(linklibs, "|"); s && na < AOT_MAX_GRAPHS + 28; s = strtok(NULL, "|"))
+  for (char *s = strtok(linklibs, "|"); s && na < 8 * AOT_MAX_GRAPHS + 28; s = strtok(NULL, "|"))
     if (*s) args[na++] = s;
   args[na++] = "-lm";
   args[na++] = "-lpthread";
