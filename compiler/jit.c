@@ -31,13 +31,16 @@ static int llvm_error(Graph *g, const char *what, LLVMErrorRef e) {
   return MATC_ERR;
 }
 
+static void init_target(void) {
+  LLVMInitializeNativeTarget();
+  LLVMInitializeNativeAsmPrinter();
+}
+
+/* The host's target machine. Safe from the compile threads: LLVM's
+ * target registration is not, so it runs once under pthread_once. */
 static LLVMTargetMachineRef host_machine(void) {
-  static int init;
-  if (!init) {
-    LLVMInitializeNativeTarget();
-    LLVMInitializeNativeAsmPrinter();
-    init = 1;
-  }
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, init_target);
   char *triple = LLVMGetDefaultTargetTriple();
   char *cpu = LLVMGetHostCPUName();
   char *feat = LLVMGetHostCPUFeatures();
@@ -252,7 +255,7 @@ static int compile_whole(Graph *g, Jit *j) {
 }
 
 int jit_compile(Graph *g, Jit **out, MatcEntryFn *entry) {
-  LLVMTargetMachineRef tm = host_machine();   /* initializes the target once, before any thread */
+  LLVMTargetMachineRef tm = host_machine();
   if (!tm) {
     snprintf(g->err, sizeof g->err, "LLVM: no target machine for this host");
     return MATC_ERR;
@@ -312,8 +315,9 @@ int jit_emit_objects(Graph *g, const char *entry, const char *cpu, const char *p
       snprintf(path, sizeof path, "%s_%d.o", prefix, p);
       FILE *f = fopen(path, "wb");
       size_t n = LLVMGetBufferSize(parts[p].obj);
-      if (!f || fwrite(LLVMGetBufferStart(parts[p].obj), 1, n, f) != n || fclose(f)) {
-        if (f) fclose(f);
+      int bad = !f || fwrite(LLVMGetBufferStart(parts[p].obj), 1, n, f) != n;
+      if (f && fclose(f)) bad = 1;
+      if (bad) {
         snprintf(g->err, sizeof g->err, "cannot write the object file %.1500s", path);
         rc = MATC_ERR;
       }

@@ -45,7 +45,8 @@ static void check(const char *name, const Case *c, int expect_join) {
   int64_t size = 0;
   for (int m = 0; m < c->n; m++) {
     int64_t hi = c->off[m] + (m == c->n - 1 ? c->view_off : 0);
-    for (int v = 0; v < c->nvar; v++) hi += (c->ext[v] - 1) * c->stride[v];
+    for (int v = 0; v < c->nvar; v++)
+      if (c->stride[v] > 0) hi += (c->ext[v] - 1) * c->stride[v];
     if (hi + 1 > size) size = hi + 1;
   }
   Graph *g = graph_new("<unit>");
@@ -104,6 +105,12 @@ int main(void) {
    * collide: the offsets must be taken in the root buffer. */
   check("view collides", &(Case){2, {4, 6}, {6, 1}, {0, 0}, 2, 3}, 0);
   check("view disjoint", &(Case){2, {4, 6}, {6, 1}, {0, 0}, 2, 24}, 1);
+  /* The joined kernel below the first one, and negative strides (rows
+   * stored bottom up): the same answers with the signs turned round. */
+  check("block below", &(Case){2, {4, 6}, {6, 1}, {24, 0}, 2, 0}, 1);
+  check("block below, overlapping", &(Case){2, {4, 6}, {6, 1}, {24, 6}, 2, 0}, 0);
+  check("negative stride", &(Case){2, {4, 6}, {-6, 1}, {18, 42}, 2, 0}, 1);
+  check("negative stride, colliding", &(Case){2, {4, 6}, {-6, 1}, {18, 36}, 2, 0}, 0);
   printf("%d checks, %d failures\n", checks, failures);
   return failures ? 1 : 0;
 }
