@@ -25,21 +25,22 @@ def distinct(*shape):
     return (rng.permutation(n).astype(np.float32) * 0.05 - n * 0.025).reshape(shape)
 
 
-def save(case, model):
+def save(case, model, shapes=None):
     """model.onnx plus a seeded cotangent_<i>.pb per output (shapes from
-    ONNX shape inference)."""
+    ONNX shape inference, or `shapes` for a model ONNX's schemas reject)."""
     d = os.path.join(OUT, case)
     os.makedirs(os.path.join(d, "test_data_set_0"), exist_ok=True)
     onnx.save(model, os.path.join(d, "model.onnx"))
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    for i, o in enumerate(inferred.graph.output):
-        shape = [dim.dim_value for dim in o.type.tensor_type.shape.dim]
+    if shapes is None:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        shapes = [[dim.dim_value for dim in o.type.tensor_type.shape.dim] for o in inferred.graph.output]
+    for i, shape in enumerate(shapes):
         cot = rng.standard_normal(shape).astype(np.float32)
         onnx.save_tensor(numpy_helper.from_array(cot, "cotangent_%d" % i),
                          os.path.join(d, "test_data_set_0", "cotangent_%d.pb" % i))
 
 
-def write(case, op, inits, attrs, nout=1, consts=(), outs=None, opset=17, node_outs=None):
+def write(case, op, inits, attrs, nout=1, consts=(), outs=None, opset=17, node_outs=None, shapes=None):
     """One node `op` over initializers `inits` (name -> array; None for an
     absent optional input); `consts` are Constant-node inputs (not checked)."""
     names, init_list, nodes = [], [], []
@@ -58,7 +59,7 @@ def write(case, op, inits, attrs, nout=1, consts=(), outs=None, opset=17, node_o
     graph = helper.make_graph(nodes, case, [],
                               [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs],
                               init_list)
-    save(case, helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]))
+    save(case, helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), shapes)
 
 
 def conv(case, x, w, b=None, **attrs):
@@ -236,6 +237,17 @@ def more():
     # one junk tile column per image), and asymmetric pads.
     conv("conv2d_winograd_even_bias", rand(2, 16, 6, 8), rand(16, 16, 3, 3), rand(16), pads=[1, 1, 1, 1])
     conv("conv2d_winograd_even_asym", rand(2, 16, 5, 7), rand(18, 16, 3, 3), rand(18), pads=[1, 0, 0, 1])
+    # Training-mode BatchNormalization that keeps its batch mean and variance
+    # as outputs 3 and 4, as the training step makes it
+    # (passes/build_train_step.c): the backward reads those instead of
+    # reducing over x again. ONNX's schema allows 3 outputs, so the
+    # cotangent's shape is given.
+    C = 3
+    ins = [("x", rand(4, C, 3, 2)), ("scale", rand(C, lo=0.5, hi=1.5)), ("bias", rand(C)),
+           ("mean", rand(C)), ("var", rand(C, lo=0.5, hi=2.0))]
+    write("batchnorm_training_saved", "BatchNormalization", ins, dict(training_mode=1, epsilon=1e-3),
+          consts=ins[3:], outs=["y"], node_outs=["y", "rm", "rv", "saved_mean", "saved_var"],
+          shapes=[[4, C, 3, 2]])
 
 
 if __name__ == "__main__":
