@@ -17,14 +17,14 @@ library only):
 
 usage: mat_train.py MATC SRCDIR
 """
-import json
 import os
 import re
-import struct
 import subprocess
 import sys
 import tempfile
 import xml.dom.minidom
+
+import ckpt
 
 matc, src = sys.argv[1], sys.argv[2]
 model = os.path.join(src, "models/mlp/model.onnx")
@@ -50,27 +50,12 @@ def train(args, tmp, name, rc=0):
 
 
 def steps(path):
-    return [json.loads(l) for l in open(path) if '"loss"' in l]
+    return ckpt.log_steps(path)
 
 
 def tensors(path):
-    """name -> bytes of every tensor in a checkpoint (README's format)."""
-    b = open(path, "rb").read()
-    assert b[:8] == b"MATCCKPT", path
-    h = struct.unpack_from("<I", b, 12)[0]
-    header = b[16:16 + h].decode()
-    count = int(re.search(r"^tensors=(\d+)$", header, re.M).group(1))
-    off, out = 16 + h, {}
-    for _ in range(count):
-        n = struct.unpack_from("<I", b, off)[0]
-        name = b[off + 4:off + 4 + n].decode()
-        off += 4 + n
-        _, rank = struct.unpack_from("<II", b, off)
-        off += 8 + 8 * rank
-        nbytes = struct.unpack_from("<Q", b, off)[0]
-        out[name] = b[off + 8:off + 8 + nbytes]
-        off += 8 + nbytes
-    return out
+    """name -> bytes of every tensor in a checkpoint."""
+    return {k: v[2] for k, v in ckpt.checkpoint_tensors(path).items()}
 
 
 with tempfile.TemporaryDirectory() as tmp:

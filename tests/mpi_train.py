@@ -40,6 +40,8 @@ import sys
 import tempfile
 import time
 
+import ckpt
+
 matc, src, part = sys.argv[1], sys.argv[2], sys.argv[3]
 mpirun = shutil.which("mpirun")
 if not mpirun:
@@ -94,25 +96,15 @@ def children(pid):
 
 
 def steps(path):
-    return [json.loads(l) for l in open(path) if '"loss"' in l]
+    return ckpt.log_steps(path)
 
 
 def tensors(path):
-    """name -> list of floats of every float32 tensor in a checkpoint (README's format)."""
-    b = open(path, "rb").read()
-    h = struct.unpack_from("<I", b, 12)[0]
-    count = int(re.search(r"^tensors=(\d+)$", b[16:16 + h].decode(), re.M).group(1))
-    off, out = 16 + h, {}
-    for _ in range(count):
-        n = struct.unpack_from("<I", b, off)[0]
-        name = b[off + 4:off + 4 + n].decode()
-        off += 4 + n
-        dt, rank = struct.unpack_from("<II", b, off)
-        off += 8 + 8 * rank
-        nbytes = struct.unpack_from("<Q", b, off)[0]
-        data = b[off + 8:off + 8 + nbytes]
-        out[name] = list(struct.unpack("<%df" % (nbytes // 4), data)) if dt == 1 else data
-        off += 8 + nbytes
+    """name -> list of floats of every float32 tensor in a checkpoint (raw
+    bytes for other types)."""
+    out = {}
+    for name, (dt, _, data) in ckpt.checkpoint_tensors(path).items():
+        out[name] = list(struct.unpack("<%df" % (len(data) // 4), data)) if dt == 1 else data
     return out
 
 
