@@ -145,7 +145,9 @@ static void *compile_part(void *arg) {
 static int jit_parts(Graph *g) {
   const char *env = getenv("MATC_JIT_PARTS");
   if (getenv("MATC_DUMP_LLVM")) return 1;
-  int n = env && *env ? atoi(env) : (g->nkernels >= 64 ? matc_rt_threads() : 1);
+  int live = 0;
+  for (int i = 0; i < g->nkernels; i++) live += !g->kernels[i].dead;
+  int n = env && *env ? atoi(env) : (live >= 64 ? matc_rt_threads() : 1);
   return n < 1 ? 1 : n > 8 ? 8 : n;
 }
 

@@ -507,8 +507,8 @@ static int train(Options *o, int *together) {
     if (tr.g->jit_parts) {
       int live = 0;
       for (int i = 0; i < tr.g->nkernels; i++) live += !tr.g->kernels[i].dead;
-      fprintf(stderr, "matc: compiled the training step (%d kernels) and the evaluation pass in %.1f s, in %d "
-              "part%s\n", live, t_compile / 1e3, tr.g->jit_parts, tr.g->jit_parts == 1 ? "" : "s");
+      fprintf(stderr, "matc: compiled the training step (%d kernels, in %d part%s) and the evaluation pass in "
+              "%.1f s\n", live, tr.g->jit_parts, tr.g->jit_parts == 1 ? "" : "s", t_compile / 1e3);
     }
     if (ranks > 1)
       fprintf(stderr, "matc: data parallel over %d ranks (%s%s): global batch %lld = %d x %lld; gradients summed "
