@@ -21,7 +21,7 @@ times, matc and PyTorch alternating, prints every run and then the median
 speedup and both sides' median and fastest step.
 
 Developer tool (needs python3-torch).
-usage: tools/bench_train.py [--threads 2] [--steps 30] [--repeat 1]
+usage: tools/bench_train.py [--threads 2] [--steps N] [--repeat 1]
                             [--torch-malloc tuned|default] [MODEL[:BATCH] ...]
 """
 import argparse
@@ -115,7 +115,8 @@ def torch_step_child(name, batch, threads, steps, malloc):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=0,
+                    help="steps per measurement, both sides (default 30; 300 for mlp, whose step is 1 ms)")
     ap.add_argument("--repeat", type=int, default=1)
     bench_malloc.add_option(ap)
     ap.add_argument("--torch-child", nargs=4, help=argparse.SUPPRESS)
@@ -137,8 +138,9 @@ def main():
         batch = int(b) if b else SETUP[name][0]
         runs = []
         for _ in range(a.repeat):
-            ms, flops = matc_step(name, batch, a.threads, a.steps)
-            tms, faults = torch_step_child(name, batch, a.threads, a.steps, a.torch_malloc)
+            steps = a.steps or (300 if name == "mlp" else 30)
+            ms, flops = matc_step(name, batch, a.threads, steps)
+            tms, faults = torch_step_child(name, batch, a.threads, steps, a.torch_malloc)
             runs.append((ms, tms))
             gf = flops / ms / 1e6
             print("%-12s %5d %10.2f %10.2f %7.2fx %10.1f %7.1f%% %10.1f %7d" %
