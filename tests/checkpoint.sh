@@ -12,12 +12,8 @@
 # usage: checkpoint.sh MATC SRCDIR
 matc=$1 src=$2
 model=$src/models/mlp/model.onnx
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 data="--data pb:$src/tests/train/mlp/data --batch 4 --eval-fraction 0"
-fail() { echo "FAIL $*"; exit 1; }
-nolog() { sed 's/,"ms":[0-9.e+-]*//' "$@"; }
-cd "$tmp" || exit 1
+. "$(dirname "$0")/scratch.sh"
 
 # 1. N + N == 2N (SGD with Nesterov momentum, weight decay, warm-up).
 opts="$data --optimizer sgd --lr 0.02 --momentum 0.9 --nesterov --weight-decay 1e-3 --warmup 10 --seed 7"

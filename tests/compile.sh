@@ -11,11 +11,7 @@
 #     -o / --data, an unwritable -o, no C compiler, no trainer library.
 # usage: compile.sh MATC SRCDIR
 matc=$1 src=$2
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL $*"; exit 1; }
-nolog() { sed 's/,"ms":[0-9.e+-]*//' "$@"; }
-cd "$tmp" || exit 1
+. "$(dirname "$0")/scratch.sh"
 
 # 1. mlp
 model=$src/models/mlp/model.onnx

@@ -6,12 +6,8 @@
 # usage: inplace.sh MATC SRCDIR
 matc=$1 src=$2
 model=$src/models/mlp/model.onnx
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 data="--data pb:$src/tests/train/mlp/data --batch 4 --eval-fraction 0 --steps 20"
-fail() { echo "FAIL $*"; exit 1; }
-nolog() { sed 's/,"ms":[0-9.e+-]*//' "$@"; }
-cd "$tmp" || exit 1
+. "$(dirname "$0")/scratch.sh"
 for opt in "sgd --momentum 0.9 --weight-decay 1e-3" "adamw --weight-decay 0.01"; do
   o="$data --optimizer $opt --lr 0.01"
   "$matc" train "$model" $o --dump-after=assign-in-place > dump.txt 2>&1 || { cat dump.txt; fail "dump ($opt)"; }

@@ -7,11 +7,7 @@
 # and a trainer from `matc compile` in 3 parts gives them too.
 # usage: jit_parts.sh MATC SRCDIR
 matc=$1 src=$2
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL $*"; exit 1; }
-nolog() { sed 's/,"ms":[0-9.e+-]*//' "$@"; }
-cd "$tmp" || exit 1
+. "$(dirname "$0")/scratch.sh"
 for model in vgg-small mlp; do
   o="--data idx:/usr/share/datasets/fashion-mnist --batch 16 --steps 10 --eval-fraction 0.01 --eval-every 5"
   for parts in 1 3; do
