@@ -775,6 +775,8 @@ static int64_t expr_nodes(const Expr *e) {
   return n + expr_nodes(e->a) + expr_nodes(e->b) + expr_nodes(e->c);
 }
 
+static void emit_entry(CG *c, const char *entry, LLVMValueRef *kfn, const char *joined);
+
 int codegen_module(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const char *entry) {
   return codegen_module_part(g, cx, mod, entry, 0, 1);
 }
@@ -841,35 +843,43 @@ int codegen_module_part(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const ch
   }
   free(run);
   free(load);
-  if (part != 0) {
-    free(kfn);
-    free(joined);
-    free(c.base);
-    free(c.memo_e);
-    free(c.memo_v);
-    LLVMDisposeBuilder(c.b);
-    return MATC_OK;
-  }
+  if (part == 0) emit_entry(&c, entry, kfn, joined);
+  free(kfn);
+  free(joined);
+  free(c.base);
+  free(c.memo_e);
+  free(c.memo_v);
+  LLVMDisposeBuilder(c.b);
+  return MATC_OK;
+}
 
-  LLVMTypeRef main_ty = LLVMFunctionType(c.vd, (LLVMTypeRef[]){c.ptr}, 1, 0);
+/* The entry function `void entry(void **bufs)`: every live kernel in
+ * order, loop kernels through the thread pool (kfn: their functions,
+ * defined here or declared from another part), extern kernels called
+ * directly, each under its guard and profiling timers. */
+static void emit_entry(CG *c, const char *entry, LLVMValueRef *kfn, const char *joined) {
+  Graph *g = c->g;
+  LLVMContextRef cx = c->cx;
+  LLVMModuleRef mod = c->mod;
+  LLVMTypeRef main_ty = LLVMFunctionType(c->vd, (LLVMTypeRef[]){c->ptr}, 1, 0);
   LLVMValueRef mainf = LLVMAddFunction(mod, entry, main_ty);
-  c.fn = mainf;
+  c->fn = mainf;
   LLVMValueRef bufs = LLVMGetParam(mainf, 0);
-  LLVMPositionBuilderAtEnd(c.b, LLVMAppendBasicBlockInContext(cx, mainf, "entry"));
-  LLVMTypeRef pf_ty = LLVMFunctionType(c.vd, (LLVMTypeRef[]){c.ptr, c.ptr, c.i64, c.i64}, 4, 0);
-  LLVMValueRef pf = declare(&c, "matc_rt_parallel_for", pf_ty);
-  LLVMValueRef argv = LLVMBuildAlloca(c.b, LLVMArrayType(c.ptr, KMAX_EXT_ARGS), "argv");
+  LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(cx, mainf, "entry"));
+  LLVMTypeRef pf_ty = LLVMFunctionType(c->vd, (LLVMTypeRef[]){c->ptr, c->ptr, c->i64, c->i64}, 4, 0);
+  LLVMValueRef pf = declare(c, "matc_rt_parallel_for", pf_ty);
+  LLVMValueRef argv = LLVMBuildAlloca(c->b, LLVMArrayType(c->ptr, KMAX_EXT_ARGS), "argv");
   /* With profiling on, every kernel call is bracketed by timer calls. */
-  LLVMTypeRef prof_ty = LLVMFunctionType(c.vd, (LLVMTypeRef[]){c.i64}, 1, 0);
-  LLVMValueRef prof_begin = g->profile ? declare(&c, "matc_rt_prof_begin", prof_ty) : NULL;
-  LLVMValueRef prof_end = g->profile ? declare(&c, "matc_rt_prof_end", prof_ty) : NULL;
+  LLVMTypeRef prof_ty = LLVMFunctionType(c->vd, (LLVMTypeRef[]){c->i64}, 1, 0);
+  LLVMValueRef prof_begin = g->profile ? declare(c, "matc_rt_prof_begin", prof_ty) : NULL;
+  LLVMValueRef prof_end = g->profile ? declare(c, "matc_rt_prof_end", prof_ty) : NULL;
   int prev = -1;
   /* MAT guards: the guard bytes, read once per step (the runtime writes
    * them between steps). */
   LLVMValueRef guards = NULL;
   if (g->guards && g->guard_value >= 0) {
-    LLVMValueRef slot = LLVMBuildGEP2(c.b, c.ptr, bufs, (LLVMValueRef[]){ci64(&c, g->guard_value)}, 1, "");
-    guards = LLVMBuildLoad2(c.b, c.ptr, slot, "guards");
+    LLVMValueRef slot = LLVMBuildGEP2(c->b, c->ptr, bufs, (LLVMValueRef[]){ci64(c, g->guard_value)}, 1, "");
+    guards = LLVMBuildLoad2(c->b, c->ptr, slot, "guards");
   }
   for (int i = 0; i < g->nkernels; i++) {
     Kernel *k = &g->kernels[i];
@@ -878,55 +888,48 @@ int codegen_module_part(Graph *g, LLVMContextRef cx, LLVMModuleRef mod, const ch
     LLVMBasicBlockRef after = NULL;
     if (guards && k->pred > 0) {
       if (g->profile && prev >= 0) {
-        LLVMBuildCall2(c.b, prof_ty, prof_end, (LLVMValueRef[]){ci64(&c, prev)}, 1, "");
+        LLVMBuildCall2(c->b, prof_ty, prof_end, (LLVMValueRef[]){ci64(c, prev)}, 1, "");
         prev = -1;
       }
-      LLVMValueRef cond = guard_cond(&c, guards, k->pred);
+      LLVMValueRef cond = guard_cond(c, guards, k->pred);
       LLVMBasicBlockRef run = LLVMAppendBasicBlockInContext(cx, mainf, "guarded");
       after = LLVMAppendBasicBlockInContext(cx, mainf, "next");
-      LLVMBuildCondBr(c.b, cond, run, after);
-      LLVMPositionBuilderAtEnd(c.b, run);
+      LLVMBuildCondBr(c->b, cond, run, after);
+      LLVMPositionBuilderAtEnd(c->b, run);
     }
     if (g->profile) {
-      if (prev >= 0) LLVMBuildCall2(c.b, prof_ty, prof_end, (LLVMValueRef[]){ci64(&c, prev)}, 1, "");
-      LLVMBuildCall2(c.b, prof_ty, prof_begin, (LLVMValueRef[]){ci64(&c, i)}, 1, "");
+      if (prev >= 0) LLVMBuildCall2(c->b, prof_ty, prof_end, (LLVMValueRef[]){ci64(c, prev)}, 1, "");
+      LLVMBuildCall2(c->b, prof_ty, prof_begin, (LLVMValueRef[]){ci64(c, i)}, 1, "");
       prev = i;
     }
     if (k->kind == K_LOOP) {
       int64_t n = k->nvar ? k->ext[0] : 1;
-      LLVMValueRef args[4] = {kfn[i], bufs, ci64(&c, n), ci64(&c, kernel_cost(k))};
-      LLVMBuildCall2(c.b, pf_ty, pf, args, 4, "");
-      guard_close(&c, after, &prev, prof_ty, prof_end);
+      LLVMValueRef args[4] = {kfn[i], bufs, ci64(c, n), ci64(c, kernel_cost(k))};
+      LLVMBuildCall2(c->b, pf_ty, pf, args, 4, "");
+      guard_close(c, after, &prev, prof_ty, prof_end);
       continue;
     }
     for (int j = 0; j < k->nargs; j++) {
-      LLVMValueRef slot = LLVMBuildGEP2(c.b, c.ptr, bufs, (LLVMValueRef[]){ci64(&c, k->args[j])}, 1, "");
-      LLVMValueRef p = LLVMBuildLoad2(c.b, c.ptr, slot, "");
-      p = LLVMBuildGEP2(c.b, c.i8, p,
-                        (LLVMValueRef[]){ci64(&c, k->argoff[j] * dt_size(g->vals[k->args[j]].dt))}, 1, "");
-      LLVMValueRef dst = LLVMBuildGEP2(c.b, c.ptr, argv, (LLVMValueRef[]){ci64(&c, j)}, 1, "");
-      LLVMBuildStore(c.b, p, dst);
+      LLVMValueRef slot = LLVMBuildGEP2(c->b, c->ptr, bufs, (LLVMValueRef[]){ci64(c, k->args[j])}, 1, "");
+      LLVMValueRef p = LLVMBuildLoad2(c->b, c->ptr, slot, "");
+      p = LLVMBuildGEP2(c->b, c->i8, p,
+                        (LLVMValueRef[]){ci64(c, k->argoff[j] * dt_size(g->vals[k->args[j]].dt))}, 1, "");
+      LLVMValueRef dst = LLVMBuildGEP2(c->b, c->ptr, argv, (LLVMValueRef[]){ci64(c, j)}, 1, "");
+      LLVMBuildStore(c->b, p, dst);
     }
     LLVMValueRef *pv = malloc(sizeof(LLVMValueRef) * (k->np + 1));
-    for (int j = 0; j < k->np; j++) pv[j] = ci64(&c, k->p[j]);
-    LLVMValueRef arr = LLVMConstArray2(c.i64, pv, k->np);
+    for (int j = 0; j < k->np; j++) pv[j] = ci64(c, k->p[j]);
+    LLVMValueRef arr = LLVMConstArray2(c->i64, pv, k->np);
     free(pv);
     LLVMValueRef gv = LLVMAddGlobal(mod, LLVMTypeOf(arr), "");
     LLVMSetInitializer(gv, arr);
     LLVMSetGlobalConstant(gv, 1);
     LLVMSetLinkage(gv, LLVMPrivateLinkage);
-    LLVMValueRef f = declare(&c, extern_names[k->ext_fn], c.ext_ty);
-    LLVMBuildCall2(c.b, c.ext_ty, f, (LLVMValueRef[]){argv, gv}, 2, "");
-    guard_close(&c, after, &prev, prof_ty, prof_end);
+    LLVMValueRef f = declare(c, extern_names[k->ext_fn], c->ext_ty);
+    LLVMBuildCall2(c->b, c->ext_ty, f, (LLVMValueRef[]){argv, gv}, 2, "");
+    guard_close(c, after, &prev, prof_ty, prof_end);
   }
   if (g->profile && prev >= 0)
-    LLVMBuildCall2(c.b, prof_ty, prof_end, (LLVMValueRef[]){ci64(&c, prev)}, 1, "");
-  LLVMBuildRetVoid(c.b);
-  free(kfn);
-  free(joined);
-  free(c.base);
-  free(c.memo_e);
-  free(c.memo_v);
-  LLVMDisposeBuilder(c.b);
-  return MATC_OK;
+    LLVMBuildCall2(c->b, prof_ty, prof_end, (LLVMValueRef[]){ci64(c, prev)}, 1, "");
+  LLVMBuildRetVoid(c->b);
 }
