@@ -654,14 +654,14 @@ static double kernel_flops(const Kernel *k) {
   return outer * inner * body + outer * (double)expr_ops(k->post);
 }
 
-static int loads_storage(Graph *g, Expr *e, int root) {
+int expr_loads(const Graph *g, const Expr *e, int root) {
   if (!e) return 0;
   if (e->kind == EX_LOAD) {
     if (value_root(g, e->val) == root) return 1;
     for (int d = 0; d < e->ndyn; d++)
-      if (loads_storage(g, e->dyn[d], root)) return 1;
+      if (expr_loads(g, e->dyn[d], root)) return 1;
   }
-  return loads_storage(g, e->a, root) || loads_storage(g, e->b, root) || loads_storage(g, e->c, root);
+  return expr_loads(g, e->a, root) || expr_loads(g, e->b, root) || expr_loads(g, e->c, root);
 }
 
 /* Where a loop kernel's first element goes, in elements of its output's
@@ -723,14 +723,14 @@ int kernel_joins(Graph *g, const int *run, int n, int j) {
   for (int v = 0; v < k0->nvar; v++)
     if (kj->ext[v] != k0->ext[v] || kj->out_stride[v] != k0->out_stride[v]) return 0;
   int root = value_root(g, k0->out);
-  if (loads_storage(g, kj->body, root)) return 0;
+  if (expr_loads(g, kj->body, root)) return 0;
   /* One iteration stores every member's element before the next
    * iteration starts, so members must store to disjoint elements: checked
    * here, not left to the lowering's word (Winograd's tile points fill
    * blocks of their own; its output points interleave within rows). */
   for (int m = 0; m < n; m++) {
     if (stores_overlap(g, &g->kernels[run[m]], kj)) return 0;
-    if (loads_storage(g, g->kernels[run[m]].body, root)) return 0;
+    if (expr_loads(g, g->kernels[run[m]].body, root)) return 0;
   }
   return 1;
 }

@@ -436,6 +436,9 @@ void e_load_dyn(Expr *load, Expr *dyn, int64_t dstride);
 /* Row-major strides of a shape. */
 void shape_strides(int rank, const int64_t *dims, int64_t *strides);
 
+/* Whether e loads from the storage of value `root` (through any view). */
+int expr_loads(const Graph *g, const Expr *e, int root);
+
 /* Whether loop kernel j can run in the loop nest of the n kernels run[]
  * (run[0] first, j the next live kernel after them): j asked to (join),
  * and all are elementwise over the same vars and strides into the same

@@ -23,20 +23,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Whether e loads storage v; with `exact`, any load of v that is not at
- * the kernel's own output element (strides st, offset 0) counts. */
-static int reads(Graph *g, Expr *e, int v, const int64_t *st, int exact) {
+/* Whether e loads storage v anywhere but at the kernel's own output
+ * element (strides st, offset 0). */
+static int reads_elsewhere(Graph *g, Expr *e, int v, const int64_t *st) {
   if (!e) return 0;
   if (e->kind == EX_LOAD) {
     if (value_root(g, e->val) == v) {
-      if (!exact || e->ndyn || e->off) return 1;
+      if (e->ndyn || e->off) return 1;
       for (int i = 0; i < KMAX_VARS; i++)
         if (e->stride[i] != st[i]) return 1;
     }
     for (int d = 0; d < e->ndyn; d++)
-      if (reads(g, e->dyn[d], v, st, exact)) return 1;
+      if (reads_elsewhere(g, e->dyn[d], v, st)) return 1;
   }
-  return reads(g, e->a, v, st, exact) || reads(g, e->b, v, st, exact) || reads(g, e->c, v, st, exact);
+  return reads_elsewhere(g, e->a, v, st) || reads_elsewhere(g, e->b, v, st) || reads_elsewhere(g, e->c, v, st);
 }
 
 static void redirect(Expr *e, int from, int to) {
@@ -85,11 +85,11 @@ static int producer_in_place(Graph *g, int a, int dst, int src) {
   shape_strides(s->rank, s->dims, st);
   for (int v = 0; v < k->nvar; v++)
     if (k->ext[v] != s->dims[v] || k->out_stride[v] != st[v]) return -1;
-  if (reads(g, k->body, dst, st, 1)) return -1;
+  if (reads_elsewhere(g, k->body, dst, st)) return -1;
   for (int i = p + 1; i < a; i++) {
     const Kernel *m = &g->kernels[i];
     if (m->dead) continue;
-    if (ext_uses(m, g, dst) || (m->kind == K_LOOP && (reads(g, m->body, dst, st, 0) || reads(g, m->post, dst, st, 0))))
+    if (ext_uses(m, g, dst) || (m->kind == K_LOOP && (expr_loads(g, m->body, dst) || expr_loads(g, m->post, dst))))
       return -1;
   }
   return p;

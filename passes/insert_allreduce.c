@@ -33,28 +33,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void expr_reads(Graph *g, const Expr *e, int r, int *hit) {
-  if (!e || *hit) return;
-  if (e->kind == EX_LOAD) {
-    if (value_root(g, e->val) == r) {
-      *hit = 1;
-      return;
-    }
-    for (int d = 0; d < e->ndyn; d++) expr_reads(g, e->dyn[d], r, hit);
-  }
-  expr_reads(g, e->a, r, hit);
-  expr_reads(g, e->b, r, hit);
-  expr_reads(g, e->c, r, hit);
-}
-
 /* Does kernel k write / read storage root r? An extern other than GEMM
  * may do both with any argument. */
 static void kernel_uses(Graph *g, const Kernel *k, int r, int *writes, int *reads) {
   *writes = *reads = 0;
   if (k->kind == K_LOOP) {
     *writes = value_root(g, k->out) == r;
-    expr_reads(g, k->body, r, reads);
-    expr_reads(g, k->post, r, reads);
+    *reads = expr_loads(g, k->body, r) || expr_loads(g, k->post, r);
     return;
   }
   for (int j = 0; j < k->nargs; j++) {
