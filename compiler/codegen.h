@@ -26,7 +26,6 @@ void jit_free(Jit *j);
  * splits g, whose only default-visibility symbol is `entry` (kernels
  * called across parts are hidden, named after entry); cpu "native" or an
  * LLVM CPU name. */
-int jit_optimize(Graph *g, LLVMModuleRef mod, LLVMTargetMachineRef tm);
 int jit_emit_objects(Graph *g, const char *entry, const char *cpu, const char *prefix, int *nobj);
 
 #endif

@@ -1,10 +1,11 @@
-/* jit.c: optimizes generated code for the host CPU (it has AVX2 and FMA)
- * and loads it with ORC LLJIT. Runtime symbols (matc_rt_*, libm) are
+/* jit.c: optimizes generated code for the host CPU (it has AVX2 and FMA),
+ * compiles it to objects and links them with ORC LLJIT (or, for `matc
+ * compile`, writes them out). Runtime symbols (matc_rt_*, libm) are
  * resolved from the running process. A large graph is generated as one
- * module per thread (codegen_module_part), each optimized and compiled to
- * an object on its own thread, and the objects are linked in the JIT: O3
- * and instruction selection are most of matc's start-up, and the kernels
- * are independent functions, so nothing is lost by splitting them. */
+ * module per thread (codegen_module_part), each optimized and compiled on
+ * its own thread: O3 and instruction selection are most of matc's
+ * start-up, and the kernels are independent functions, so nothing is lost
+ * by splitting them. A small graph is one module, the same way. */
 #include "codegen.h"
 #include "exec.h"
 
@@ -86,10 +87,6 @@ static int optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *path
   return MATC_OK;
 }
 
-int jit_optimize(Graph *g, LLVMModuleRef mod, LLVMTargetMachineRef tm) {
-  return optimize(mod, tm, g->path ? g->path : "", g->err, sizeof g->err);
-}
-
 /* One part of a graph's code (codegen_module_part): optimized and
  * compiled to an object in memory on a thread of its own. */
 typedef struct {
@@ -97,6 +94,7 @@ typedef struct {
   LLVMModuleRef mod;
   LLVMMemoryBufferRef obj;
   const char *path, *cpu;
+  int dump;                      /* print the optimized module (MATC_DUMP_LLVM) */
   int rc;
   char err[1600];
 } Part;
@@ -129,6 +127,7 @@ static void *compile_part(void *arg) {
     return NULL;
   }
   p->rc = optimize(p->mod, tm, p->path, p->err, sizeof p->err);
+  if (p->dump) LLVMDumpModule(p->mod);
   char *msg = NULL;
   if (!p->rc && LLVMTargetMachineEmitToMemoryBuffer(tm, p->mod, LLVMObjectFile, &msg, &p->obj)) {
     snprintf(p->err, sizeof p->err, "%s: LLVM code generation: %s", p->path, msg ? msg : "");
@@ -151,8 +150,9 @@ static int jit_parts(Graph *g) {
   return n < 1 ? 1 : n > 8 ? 8 : n;
 }
 
-/* g's code in nparts modules (codegen_module_part), each optimized and
- * compiled to an object in memory, on nparts threads at once. */
+/* g's code in nparts modules (codegen_module_part; one module is all of
+ * it), each optimized and compiled to an object in memory, on nparts
+ * threads at once. */
 static int compile_parts(Graph *g, const char *entry, const char *cpu, Part *parts, int nparts) {
   pthread_t tid[8];
   int started[8] = {0};
@@ -163,6 +163,7 @@ static int compile_parts(Graph *g, const char *entry, const char *cpu, Part *par
     parts[p].mod = LLVMModuleCreateWithNameInContext(entry, parts[p].cx);
     parts[p].path = g->path ? g->path : "";
     parts[p].cpu = cpu;
+    parts[p].dump = getenv("MATC_DUMP_LLVM") != NULL;
     rc = codegen_module_part(g, parts[p].cx, parts[p].mod, entry, p, nparts);
   }
   if (rc) return rc;
@@ -231,31 +232,6 @@ static int jit_new(Graph *g, Jit **out) {
   return MATC_OK;
 }
 
-/* The whole graph as one module, handed to LLJIT as IR. */
-static int compile_whole(Graph *g, Jit *j) {
-  LLVMTargetMachineRef tm = host_machine();
-  if (!tm) {
-    snprintf(g->err, sizeof g->err, "LLVM: no target machine for this host");
-    return MATC_ERR;
-  }
-  LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
-  LLVMContextRef cx = LLVMOrcThreadSafeContextGetContext(tsc);
-  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext("matc", cx);
-  int rc = codegen_module(g, cx, mod, "matc_graph_run");
-  if (!rc) rc = jit_optimize(g, mod, tm);
-  LLVMDisposeTargetMachine(tm);
-  if (getenv("MATC_DUMP_LLVM")) LLVMDumpModule(mod);
-  if (rc) {
-    LLVMDisposeModule(mod);
-    LLVMOrcDisposeThreadSafeContext(tsc);
-    return rc;
-  }
-  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, tsc);
-  LLVMOrcDisposeThreadSafeContext(tsc);
-  LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModule(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), tsm);
-  return e ? llvm_error(g, "adding the module", e) : MATC_OK;
-}
-
 int jit_compile(Graph *g, Jit **out, MatcEntryFn *entry) {
   LLVMTargetMachineRef tm = host_machine();
   if (!tm) {
@@ -267,7 +243,7 @@ int jit_compile(Graph *g, Jit **out, MatcEntryFn *entry) {
   int rc = jit_new(g, &j);
   if (rc) return rc;
   int nparts = jit_parts(g);
-  rc = nparts > 1 ? jit_add_parts(g, j, nparts) : compile_whole(g, j);
+  rc = jit_add_parts(g, j, nparts);
   g->jit_parts = nparts;
   if (rc) {
     jit_free(j);
@@ -310,46 +286,20 @@ int jit_emit_objects(Graph *g, const char *entry, const char *cpu, const char *p
   *nobj = 0;
   int nparts = jit_parts(g);
   char path[4300];
-  if (nparts > 1) {
-    Part parts[8];
-    int rc = compile_parts(g, entry, cpu, parts, nparts);
-    for (int p = 0; p < nparts && !rc; p++) {
-      snprintf(path, sizeof path, "%s_%d.o", prefix, p);
-      FILE *f = fopen(path, "wb");
-      size_t n = LLVMGetBufferSize(parts[p].obj);
-      int bad = !f || fwrite(LLVMGetBufferStart(parts[p].obj), 1, n, f) != n;
-      if (f && fclose(f)) bad = 1;
-      if (bad) {
-        snprintf(g->err, sizeof g->err, "cannot write the object file %.1500s", path);
-        rc = MATC_ERR;
-      }
-      if (!rc) *nobj = p + 1;
-    }
-    free_parts(parts, nparts);
-    return rc;
-  }
-  LLVMTargetMachineRef tm = make_machine(cpu);
-  if (!tm) {
-    snprintf(g->err, sizeof g->err, "LLVM: no target machine for CPU '%s'", cpu);
-    return MATC_ERR;
-  }
-  LLVMContextRef cx = LLVMContextCreate();
-  LLVMModuleRef mod = LLVMModuleCreateWithNameInContext(entry, cx);
-  int rc = codegen_module(g, cx, mod, entry);
-  if (!rc) rc = jit_optimize(g, mod, tm);
-  if (!rc) {
-    char *msg = NULL;
-    snprintf(path, sizeof path, "%s_0.o", prefix);
-    if (LLVMTargetMachineEmitToFile(tm, mod, path, LLVMObjectFile, &msg)) {
-      snprintf(g->err, sizeof g->err, "LLVM: cannot write the object file %.1500s: %.400s", path, msg ? msg : "");
+  Part parts[8];
+  int rc = compile_parts(g, entry, cpu, parts, nparts);
+  for (int p = 0; p < nparts && !rc; p++) {
+    snprintf(path, sizeof path, "%s_%d.o", prefix, p);
+    FILE *f = fopen(path, "wb");
+    size_t n = LLVMGetBufferSize(parts[p].obj);
+    int bad = !f || fwrite(LLVMGetBufferStart(parts[p].obj), 1, n, f) != n;
+    if (f && fclose(f)) bad = 1;
+    if (bad) {
+      snprintf(g->err, sizeof g->err, "cannot write the object file %.1500s", path);
       rc = MATC_ERR;
-    } else {
-      *nobj = 1;
     }
-    LLVMDisposeMessage(msg);
+    if (!rc) *nobj = p + 1;
   }
-  LLVMDisposeModule(mod);
-  LLVMContextDispose(cx);
-  LLVMDisposeTargetMachine(tm);
+  free_parts(parts, nparts);
   return rc;
 }
